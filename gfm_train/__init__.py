@@ -1,0 +1,1 @@
+"""GFM (Glance and Focus Matting): model, training, inference and metrics."""
