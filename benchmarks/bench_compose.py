@@ -25,9 +25,10 @@ takes minutes per image, and reading an entry costs the same whatever it holds.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
-import resource
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,15 +37,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rssn.compose import ops
-from rssn.compose.composite import make_composite
-from rssn.compose.job import compose, list_backgrounds, plan_composites, read_foregrounds, resolve_denoised
-from rssn.compose.route import RouteConfig
-from rssn.denoise import cached_path
-from rssn.executor import limit_threads
-from rssn.io import encode_image, read_alpha, read_bytes, read_rgb, write_image, write_text_atomic
-from rssn.sample_data import animal_alpha, fur_colour, landscape
-from rssn.seeding import generator
+os.environ.setdefault("RSSN_PROGRESS", "0")
+
+from rssn.compose import ops  # noqa: E402
+from rssn.compose.composite import make_composite  # noqa: E402
+from rssn.compose.job import compose, list_backgrounds, plan_composites, read_foregrounds, resolve_denoised  # noqa: E402
+from rssn.compose.route import RouteConfig  # noqa: E402
+from rssn.denoise import cached_path  # noqa: E402
+from rssn.executor import limit_threads  # noqa: E402
+from rssn.io import encode_image, read_alpha, read_bytes, read_rgb, write_image, write_text_atomic  # noqa: E402
+from rssn.sample_data import animal_alpha, fur_colour, landscape  # noqa: E402
+from rssn.seeding import generator  # noqa: E402
 
 
 def make_inputs(root: Path, fg_size: tuple[int, int], bg_size: tuple[int, int], n_fg: int, n_bg: int) -> None:
@@ -120,17 +123,40 @@ def arithmetic_numpy(fg, alpha, bg_src, d, sigma, rng) -> np.ndarray:
     return np.clip(np.round(comp), 0, 255).astype(np.uint8)
 
 
-def _peak_worker(args) -> tuple[int, int]:
-    """In a fresh process: RSS after imports, then max RSS after making one shard."""
-    root, shard_size = args
-    import resource as r
+PEAK_WORKER = """
+import json, resource, sys
+from pathlib import Path
+from rssn.executor import limit_threads
+from rssn.compose.job import compose
 
-    from rssn.compose.job import compose_shard  # noqa: F401 - imports counted in the baseline
-    limit_threads(1)
-    base = r.getrusage(r.RUSAGE_SELF).ru_maxrss
-    compose(root / "prepared", root / "bgs", root / "mem", per_fg=shard_size, shard_size=shard_size,
-            denoise_missing="error", p_denoise=1.0, p_blur=1.0, p_noise=1.0)
-    return base, r.getrusage(r.RUSAGE_SELF).ru_maxrss
+
+def kib(field):
+    # /proc's VmRSS / VmHWM: ru_maxrss would include the parent's size inherited through fork.
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+limit_threads(1)
+root, k = Path(sys.argv[1]), int(sys.argv[2])
+base = kib("VmRSS")
+compose(root / "prepared", root / "bgs", root / "mem", per_fg=k, shard_size=k, denoise_missing="error",
+        p_denoise=1.0, p_blur=1.0, p_noise=1.0)
+print(json.dumps([base, kib("VmHWM")]))
+"""
+
+
+def peak_worker_memory(root: Path, k: int) -> tuple[float, float]:
+    """(RSS after imports, max RSS after one shard) of a fresh process that imports
+    only what a composing worker imports, in MiB."""
+    out = subprocess.run([sys.executable, "-c", PEAK_WORKER, str(root), str(k)], check=True,
+                         capture_output=True, text=True, env={**os.environ, "RSSN_PROGRESS": "0"})
+    base, peak = json.loads(out.stdout.strip().splitlines()[-1])
+    return base / 1024, peak / 1024
 
 
 def main(argv=None) -> None:
@@ -156,6 +182,7 @@ def main(argv=None) -> None:
         mixes = [("rssn, p = 0.5 (typical)", RouteConfig()),
                  ("rssn, every step (worst case)", RouteConfig(p_denoise=1, p_blur=1, p_noise=1)),
                  ("plain blending (COMP-COCO/BG20K)", RouteConfig(route="plain"))]
+        floors = {}
         for label, config in mixes:
             items = plan(root, config, per_fg)
             settings = {"route": config.to_dict(), "seed": 0, "jpeg_quality": quality}
@@ -166,6 +193,7 @@ def main(argv=None) -> None:
                 outputs[it["key"]] = (arithmetic(fg, alpha, bg_src, it["decisions"], 10.0), bg)
             floor = time_per_item(lambda it: floor_once(it, outputs[it["key"]], quality), items, reps)
             ours = time_per_item(lambda it: make_composite(it, settings), items, reps)
+            floors[label] = floor
             print(f"  {label:<34} {floor * 1e3:9.1f} {ours * 1e3:9.1f} {floor / ours:11.2f}")
 
         items = plan(root, RouteConfig(p_denoise=1, p_blur=1, p_noise=1), 1)
@@ -178,25 +206,19 @@ def main(argv=None) -> None:
         print(f"  OpenCV (ours) {cv_t * 1e3:.1f} ms   numpy float64 {np_t * 1e3:.1f} ms   "
               f"numpy/ours {np_t / cv_t:.1f}x")
 
-        n = 3 * 4
         t0 = time.perf_counter()
         res = compose(root / "prepared", root / "bgs", root / "shards", per_fg=4, shard_size=6,
                       denoise_missing="error")
         dt = time.perf_counter() - t0
-        floor_all = time_per_item(lambda it: floor_once(it, outputs[it["key"]], quality),
-                                  plan(root, RouteConfig(route="plain"), per_fg), 1)
-        print(f"\nwhole compose() run, 1 worker, {res.composites} composites in {res.shards} shards "
-              f"(K=4 per foreground): {dt:.2f} s = {n / dt:.1f} composites/s/core "
-              f"(floor alone: {1 / floor_all:.1f}/s; floor/ours {floor_all * n / dt:.2f})")
+        n = res.composites
+        floor_typ = floors[mixes[0][0]]
+        print(f"\nwhole compose() run (rssn, p = 0.5), 1 worker, {n} composites in {res.shards} shards, "
+              f"K=4 per foreground:\n  {dt:.2f} s = {n / dt:.1f} composites/s/core; per composite "
+              f"{dt / n * 1e3:.1f} ms vs floor {floor_typ * 1e3:.1f} ms: floor/ours {floor_typ * n / dt:.2f}")
 
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(1) as pool:
-            base, peak = pool.apply(_peak_worker, ((root, 4),))
-        unit = 1024 if sys.platform != "darwin" else 1024 * 1024
-        print(f"\npeak memory of one worker making a shard (every step on): {peak / unit:.0f} MiB "
-              f"(after imports: {base / unit:.0f} MiB)")
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(f"(this benchmark process: {own / unit:.0f} MiB)")
+        base, peak = peak_worker_memory(root, 4)
+        print(f"\npeak memory of one worker process making a shard of 4 (every step on): {peak:.0f} MiB "
+              f"(of which {base:.0f} MiB after its imports)")
 
 
 if __name__ == "__main__":

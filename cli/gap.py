@@ -26,7 +26,8 @@ _LAYOUTS = click.Choice(["auto", "am2k", "p3m", "generic", "fg_alpha", "rgba"])
 @click.option("--min-pixels", type=click.IntRange(1), default=400, show_default=True,
               help="Smallest foreground/background region measured; smaller ones are recorded as missing.")
 @click.option("--limit", type=click.IntRange(1), default=None, metavar="N",
-              help="Measure at most about N samples per set, evenly spread.")
+              help="Measure about N samples per set: evenly spread over a folder's images; from shards, "
+                   "the first samples of each shard in proportion to its size.")
 @click.option("--chunk", type=click.IntRange(1), default=16, show_default=True,
               help="Images per work unit for dataset folders (a shard is always one unit).")
 @click.option("--bins", type=click.IntRange(2), default=30, show_default=True, help="Histogram bins in the plots.")

@@ -259,7 +259,9 @@ def summary_markdown(avg: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], 
     for r in rows:
         if r["fate"] == "scored":
             trimaps[r["trimap_source"]] = trimaps.get(r["trimap_source"], 0) + 1
-    lines += ["Trimaps: " + ", ".join(f"{n} {s}" for s, n in sorted(trimaps.items()))
+    wording = {"dataset": "from the dataset", "dataset, normalised": "from the dataset, mapped to 0/128/255",
+               "generated": "generated"}
+    lines += ["Trimaps: " + ", ".join(f"{n} {wording.get(s, s)}" for s, n in sorted(trimaps.items()))
               + (f" (generated: unknown = dilate(alpha > 0) minus erode(alpha = 255), elliptical kernel "
                  f"{params['trimap_kernel']} px)" if "generated" in trimaps else "") + ".", ""]
     for p in protocols:
@@ -405,9 +407,9 @@ def evaluate(
         record.save()
     scored: list[dict] = []
 
-    def finish_row(sample: EvalSample, row: dict) -> None:
+    def finish_row(sample: EvalSample, row: dict, fresh: bool = True) -> None:
         row.update(id=sample.id, split=sample.split, category=sample.category, input=str(sample.alpha))
-        if row["fate"] == "scored":
+        if row["fate"] == "scored" and fresh:
             write_text_atomic(out / "per_image" / f"{sample.name}.json", dumps(row, indent=2) + "\n")
         scored.append(row)
 
@@ -418,7 +420,7 @@ def evaluate(
             key = _cache_key(cache_params, s, None) if s.image else ""
             cached = _cached(out / "per_image" / f"{s.name}.json", key)
             if cached:
-                finish_row(s, cached)
+                finish_row(s, cached, fresh=False)
                 continue
             try:
                 if s.image is None:
@@ -448,7 +450,7 @@ def evaluate(
             key = _cache_key(cache_params, s, p)
             cached = _cached(out / "per_image" / f"{s.name}.json", key)
             if cached:
-                finish_row(s, cached)
+                finish_row(s, cached, fresh=False)
                 continue
             todo.append((s, p, key))
             units.append({"sample": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(s).items()},

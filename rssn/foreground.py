@@ -9,7 +9,7 @@ Methods
 -------
 ``ml``
     Germer et al.'s multilevel estimation (:func:`pymatting.estimate_foreground_ml`):
-    fast (well under a second per megapixel after numba's first compile) and
+    fast (about 2 s per megapixel on one core after numba's first compile) and
     light on memory. The default.
 ``cf``
     Levin et al.'s closed-form estimation (:func:`pymatting.estimate_foreground_cf`),

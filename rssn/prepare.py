@@ -72,7 +72,9 @@ SPLIT_SCHEMES: dict[str, tuple[float, bool]] = {
 }
 
 #: The fields of a ``samples.jsonl`` row, in order.
-SAMPLE_FIELDS = ("id", "split", "category", "image", "alpha", "fg", "trimap", "width", "height", "fg_method", "denoised")
+SAMPLE_FIELDS = (
+    "id", "split", "category", "image", "alpha", "fg", "trimap", "width", "height", "fg_method", "denoised",
+)
 
 
 
@@ -288,7 +290,8 @@ def prepare_unit(unit: Mapping[str, Any]) -> dict:
     row = {"id": sid, "split": split, "category": unit.get("category"), **rel, "width": w, "height": h,
            "fg_method": method}
     seconds = round(time.perf_counter() - t0, 3)
-    meta = {**expect, "row": row, "seconds": seconds, "sources": {k: s.get(k) for k in ("image", "alpha", "fg", "trimap")}}
+    sources = {k: s.get(k) for k in ("image", "alpha", "fg", "trimap")}
+    meta = {**expect, "row": row, "seconds": seconds, "sources": sources}
     # Written last: its presence says every file above is complete.
     write_text_atomic(out / meta_rel, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     res = {"fate": "kept", "row": row, "reused": False, "seconds": seconds}
@@ -325,9 +328,10 @@ def _previous_splits(out: Path) -> dict[str, str]:
     from .records import read_manifest
 
     try:
-        return {r["id"]: r["split"] for r in read_manifest(path) if isinstance(r, dict) and "id" in r and "split" in r}
+        rows = read_manifest(path)
     except ValueError:
         return {}
+    return {r["id"]: r["split"] for r in rows if isinstance(r, dict) and "id" in r and "split" in r}
 
 
 def prepare_dataset(
@@ -391,8 +395,9 @@ def prepare_dataset(
     dataset, out = Path(dataset), Path(out)
     if not dataset.is_dir():
         raise FileNotFoundError(f"{dataset}: dataset folder does not exist")
-    if out.resolve() == dataset.resolve():
-        raise ValueError(f"{out}: the output folder must not be the dataset folder")
+    if out.resolve() == dataset.resolve() or dataset.resolve() in out.resolve().parents:
+        # A rerun would read the prepared files back as part of the dataset.
+        raise ValueError(f"{out}: the output folder must be outside the dataset folder {dataset}")
     if fg_method not in FG_METHODS:
         raise ValueError(f"unknown foreground method {fg_method!r}; choose from {', '.join(FG_METHODS)}")
     cf_max_pixels = int(cf_max_pixels or CF_MAX_PIXELS)
@@ -496,6 +501,7 @@ def prepare_dataset(
     summary = {
         "inputs": len(manifest), **count_fates(manifest), "reused": sum(1 for m in manifest if m.get("reused")),
         "splits": dict(sorted(per_split.items())), "denoise": denoise_counts,
+        "without_category": sum(1 for r in rows if r["category"] is None),
     }
     failed = summary.get("failed", 0) or any("denoise_error" in m for m in manifest)
     rec.finish(summary, status="complete_with_failures" if failed else "complete")

@@ -89,6 +89,9 @@ def test_duplicates_found_and_keep_rule(built):
         assert m[name]["fate"] == "duplicate", m[name]
         assert m[name]["duplicate_of"] == m["orig.png"]["input"]
     assert m["orig_bytecopy.png"]["reason"].startswith("exact duplicate of")
+    assert m["orig_bytecopy.png"]["distance"] == 0
+    for name in ("orig_lowq.jpg", "orig_resized.jpg", "orig_cropped.jpg"):
+        assert m[name]["distance"] <= 4, m[name]
     assert m["orig_cropped.jpg"]["reason"].startswith("near duplicate of")
     # distinct photos are not merged
     assert sum(1 for r in m.values() if r["fate"] == "duplicate") == 4
@@ -122,6 +125,22 @@ def test_split_disjoint_and_complete(built):
     from rssn.layouts import read_bg20k
 
     assert sorted(p.name for p in read_bg20k(out)) == sorted(train | testval)
+
+
+def test_exif_orientation_applied(tmp_path):
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    img = Image.fromarray(photo(30, 160, 100))      # stored landscape ...
+    exif = Image.Exif()
+    exif[0x0112] = 6                                # ... shown rotated by 90 degrees: portrait
+    img.save(src / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    out = tmp_path / "out"
+    build_background_set([src], out, detector="none", min_side=MIN)
+    row = read_manifest(out / "manifest.jsonl")[0]
+    assert (row["width"], row["height"]) == (100, 160) and row["fate"] == "kept"
+    assert image_size(out / row["output"]) == (96, 154)   # 160 * 96 / 100 = 153.6
 
 
 def test_near_duplicate_groups_do_not_straddle(photos, tmp_path):
@@ -250,9 +269,49 @@ def test_dask_scheduler_same_result(photos, tmp_path):
     from distributed import Client, LocalCluster
 
     local = build_background_set([photos], tmp_path / "a", detector="none", min_side=MIN)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         remote = build_background_set([photos], tmp_path / "b", detector="none", min_side=MIN, scheduler=client)
     strip = lambda p: [{k: v for k, v in r.items() if k != "input"} for r in read_manifest(p / "manifest.jsonl")]
     assert strip(tmp_path / "a") == strip(tmp_path / "b")
     assert remote.fates == local.fates
+
+
+def test_killed_run_resumes(tmp_path):
+    """SIGKILL the command mid-stage: no partial file is left where it counts, and the
+    rerun examines only what the killed run did not finish."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "src"
+    n = 20
+    for k in range(n):
+        write_image(src / f"p{k:02d}.jpg", photo(200 + k, 960, 640))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "cli.main", "build-bg", str(src), "--out", str(out), "--detector", "none",
+           "--min-side", "480"]
+    env = dict(os.environ, RSSN_PROGRESS="0")
+    proc = subprocess.Popen(cmd, env=env, cwd=Path(__file__).parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    records = out / ".work" / "inputs"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if records.is_dir() and sum(1 for _ in records.rglob("*.json")) >= 2:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sum(1 for _ in records.rglob("*.json"))
+    if done >= n:
+        pytest.skip("the run finished before it could be killed")
+    # every cached image that exists under its final name is complete
+    for blob in (out / ".work" / "resized").rglob("*"):
+        if blob.is_file() and not blob.name.endswith(".tmp"):
+            assert read_rgb(blob).shape[:2] == (480, 720)
+    assert read_run(out)["status"] == "running"
+    res = build_background_set([src], out, detector="none", min_side=480)
+    assert res.summary["examined"] == n - done
+    assert res.fates == {"kept": n}
+    assert read_run(out)["status"] == "complete"

@@ -316,3 +316,33 @@ def test_end_to_end_with_real_prepare_and_the_denoise_cache(sample_data, small_b
     r = runner.invoke(main, [*args, "--out", str(tmp_path / "warm"), "--denoise-missing", "error"])
     assert r.exit_code == 0, r.output
     assert digests(tmp_path / "warm") == digests(out)
+
+
+def test_shard_bytes_equal_webdataset_tarwriter(tmp_path):
+    """Shards are written without importing webdataset (it imports torch), in
+    exactly the layout of its TarWriter: same bytes for the same samples."""
+    import io as _io
+
+    import webdataset as wds
+
+    from rssn.compose.shards import ShardWriter
+
+    samples = [("m_a-c000", {"json": b'{"a": 1}', "composite.jpg": b"\xff\xd8" * 300, "alpha.png": b"p" * 17,
+                             "fg.png": b"f" * 600, "bg.jpg": b"b" * 5}),
+               ("m_b-c001", {"json": b"{}", "composite.jpg": b"c", "alpha.png": b"", "fg.png": b"x" * 513,
+                             "bg.jpg": b"y" * 1024})]
+    with ShardWriter(tmp_path / "ours.tar") as w:
+        for key, members in samples:
+            w.write(key, members)
+    buf = _io.BytesIO()
+    ref = wds.TarWriter(buf, encoder=False, mtime=0, user="rssn", group="rssn", mode=0o444)
+    for key, members in samples:
+        ref.write({"__key__": key, **members})
+    ref.close()
+    ours = (tmp_path / "ours.tar").read_bytes()
+    assert ours == buf.getvalue()
+    assert w.sha256 == hashlib.sha256(ours).hexdigest() and w.bytes == len(ours) and w.count == 2
+    with pytest.raises(ValueError, match="dot"):
+        with ShardWriter(tmp_path / "bad.tar") as w:
+            w.write("m.a-c000", {"json": b"{}"})
+    assert not (tmp_path / "bad.tar").exists() and not list(tmp_path.glob(".bad.tar*"))

@@ -78,11 +78,18 @@ def test_grey_and_flat_images_do_not_break_bm3d(clean_noisy):
     assert np.array_equal(dn.denoise_array(flat)[0], flat)
 
 
-def test_max_side_keeps_the_size_and_scales_a_given_sigma(clean_noisy):
-    noisy = clean_noisy[1]
+def test_max_side_keeps_the_size_and_removes_the_coarse_noise(clean_noisy):
+    clean, noisy = clean_noisy
     out, sigma = dn.denoise_array(noisy, sigma=SIGMA, profile="fast", max_side=32)
     assert out.shape == noisy.shape
-    assert sigma == pytest.approx(SIGMA * 0.5)
+    assert sigma == pytest.approx(SIGMA * 0.5)  # area averaging by 2 halves independent noise
+
+    def half(x):
+        return cv2.resize(x, (32, 32), interpolation=cv2.INTER_AREA)
+
+    # Measured: +0.4 dB at full size (the fine grain stays), +1.7 dB at half size.
+    assert psnr(clean, out) > psnr(clean, noisy)
+    assert psnr(half(clean), half(out)) >= psnr(half(clean), half(noisy)) + 1.0
     with pytest.raises(ValueError, match="max_side"):
         dn.denoise_array(noisy, max_side=4)
 

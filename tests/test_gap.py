@@ -129,6 +129,7 @@ def test_shards_are_measured_per_sample_and_damage_is_recorded(sample_data, shar
     info = res.report["input"]
     assert (info["kind"], info["measured"], info["failed"], info["skipped"]) == ("shards", len(good), 2, 2)
     assert res.report["statistics"]["noise"]["input"]["n"] == len(good)
+    assert res.report["missing_reasons"] == {"input: could not be read (reasons in manifest.jsonl)": 2}
 
 
 def test_shard_measurements_equal_measuring_the_same_arrays(sample_data, shards, tmp_path):

@@ -57,6 +57,7 @@ def test_prepare_writes_the_documented_layout(sample_data, prepared):
     run = read_run(out)
     assert run["status"] == "complete" and run["command"] == "prepare"
     assert run["params"]["fg_method"] == "ml" and run["params"]["split_scheme"] == "am2k"
+    assert run["summary"]["without_category"] == 0 and run["summary"]["splits"] == {"train": 4, "validation": 2}
     assert run["versions"]["pymatting"]
     assert [m["fate"] for m in read_manifest(out / "manifest.jsonl")] == ["kept"] * 6
 
@@ -221,6 +222,8 @@ def test_cli_prepare(sample_data, tmp_path):
     (empty / "images").mkdir(parents=True)
     res = runner.invoke(main, ["prepare", str(empty), "--out", str(tmp_path / "o2")])
     assert res.exit_code == 1 and "no usable sample" in res.output
+    res = runner.invoke(main, ["prepare", str(empty), "--out", str(empty / "inside")])
+    assert res.exit_code == 1 and "outside the dataset" in res.output
     res = runner.invoke(main, ["prepare", "--help"])
     assert res.exit_code == 0 and "--denoise / --no-denoise" in res.output
     assert not [p for p in list_images(out) if os.path.basename(p).startswith(".")]  # no temp files left

@@ -33,30 +33,24 @@ STEPS = 10
 _HIST_EXACT = 1 << 24
 
 
-def _labels(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """4-connected labels of a 0/1 uint8 mask, and the pixel count of every label."""
+def _labels(mask: np.ndarray) -> tuple[int, np.ndarray]:
+    """4-connected labels of a 0/1 uint8 mask (16-bit while they fit)."""
     if mask.size < _HIST_EXACT:
         try:
-            n, labels = cv2.connectedComponents(mask, connectivity=4, ltype=cv2.CV_16U)
-        except cv2.error:  # more than 65534 components: fall back to 32-bit labels
-            n = 0
-        else:
-            if n <= 2:
-                return n, labels, np.array([0, int(mask.size)] if n == 2 else [mask.size])[:n]
-            hist = cv2.calcHist([labels], [0], None, [n], [0, n]).ravel()
-            return n, labels, hist.astype(np.int64)
-    n, labels = cv2.connectedComponents(mask, connectivity=4, ltype=cv2.CV_32S)
-    return n, labels, np.bincount(labels.ravel(), minlength=n)
+            return cv2.connectedComponents(mask, connectivity=4, ltype=cv2.CV_16U)
+        except cv2.error:  # more than 65534 components: 32-bit labels
+            pass
+    return cv2.connectedComponents(mask, connectivity=4, ltype=cv2.CV_32S)
 
 
-def _largest(labels: np.ndarray, areas: np.ndarray, column_major: bool) -> int:
-    """Label of the largest component; ties go to the one seen first in scan order."""
-    if len(areas) == 2:
-        return 1
-    sizes = areas[1:]
-    tied = np.flatnonzero(sizes == sizes.max()) + 1
-    if len(tied) == 1:
-        return int(tied[0])
+def _areas(labels: np.ndarray, n: int) -> np.ndarray:
+    """Pixel count of every label (float32 counts are exact below 2**24 pixels)."""
+    if labels.dtype == np.uint16 and labels.size < _HIST_EXACT:
+        return cv2.calcHist([labels], [0], None, [n], [0, n]).ravel().astype(np.int64)
+    return np.bincount(labels.ravel(), minlength=n)
+
+
+def _first_in_scan_order(labels: np.ndarray, tied: np.ndarray, column_major: bool) -> int:
     best, best_key = -1, None
     for lab in tied:
         ys, xs = np.nonzero(labels == lab)
@@ -70,21 +64,45 @@ def _largest(labels: np.ndarray, areas: np.ndarray, column_major: bool) -> int:
     return best
 
 
+def largest_component(mask: np.ndarray, column_major: bool) -> np.ndarray:
+    """0/1 uint8 map of the largest 4-connected component of a non-empty 0/1 mask.
+
+    Ties go to the component met first in row-major (skimage) or column-major
+    (MATLAB) scan order. Most masks have one dominant component: a histogram of
+    every fourth row proposes it, and if it holds more than half of the mask's
+    pixels no other component can be as large, so the full histogram is skipped.
+    """
+    n, labels = _labels(mask)
+    if n == 2:  # one component: the mask itself
+        return mask
+    sample = np.ascontiguousarray(labels[::4])
+    counts = _areas(sample, n)
+    counts[0] = 0
+    guess = int(np.argmax(counts))
+    omega = np.equal(labels, guess).view(np.uint8)
+    if 2 * cv2.countNonZero(omega) > cv2.countNonZero(mask):
+        return omega
+    areas = _areas(labels, n)[1:]
+    tied = np.flatnonzero(areas == areas.max()) + 1
+    best = int(tied[0]) if len(tied) == 1 else _first_in_scan_order(labels, tied, column_major)
+    return np.equal(labels, best).view(np.uint8)
+
+
 def level_counts(
-    m: np.ndarray,
-    thresholds: np.ndarray,
+    passed: np.ndarray,
     *,
     column_major: bool,
     empty: str,
+    steps: int = STEPS,
 ) -> np.ndarray:
     """For every pixel, how many thresholds it survives inside the largest component.
 
     Parameters
     ----------
-    m:
-        ``min(pred, truth)`` (any dtype that compares correctly with ``thresholds``).
-    thresholds:
-        The 11 comparison values ``t_0 .. t_10`` in ``m``'s units (``t_0`` unused).
+    passed:
+        uint8 map: how many of the thresholds ``t_1 .. t_steps`` both ``pred`` and
+        ``truth`` reach at that pixel (so ``pred >= t_i and truth >= t_i`` is
+        ``passed >= i``). Each protocol computes it with its own comparison rules.
     column_major:
         Break ties between equally large components in column-major scan order
         (MATLAB) instead of row-major (skimage).
@@ -94,28 +112,27 @@ def level_counts(
 
     Returns
     -------
-    uint8 array ``k`` in 0..10; the level map is ``t[k]`` with ``t[10] = 1``.
+    uint8 array ``k`` in 0..steps; the level map is ``t[k]`` with ``t[steps] = 1``.
     """
     if empty not in ("previous", "one"):
         raise ValueError(f"empty must be 'previous' or 'one', got {empty!r}")
-    h, w = m.shape
+    h, w = passed.shape
     count = np.zeros((h, w), np.uint8)
     alive = np.ones((h, w), np.uint8)  # in omega_1 .. omega_i so far (valid inside the box)
     y0, y1, x0, x1 = 0, h, 0, w
-    for i in range(1, STEPS + 1):
-        mask = np.greater_equal(m[y0:y1, x0:x1], thresholds[i]).view(np.uint8)
+    for i in range(1, steps + 1):
+        sub = np.ascontiguousarray(passed[y0:y1, x0:x1])
+        mask = cv2.threshold(sub, i - 1, 1, cv2.THRESH_BINARY)[1] if sub.size else sub
         bx, by, bw, bh = cv2.boundingRect(mask) if mask.size else (0, 0, 0, 0)
         if bw == 0 or bh == 0:
             if empty == "one":
                 box = count[y0:y1, x0:x1]
-                box[alive[y0:y1, x0:x1] == 1] = STEPS
+                box[alive[y0:y1, x0:x1] == 1] = steps
             break
-        mask = mask[by : by + bh, bx : bx + bw]
+        mask = np.ascontiguousarray(mask[by : by + bh, bx : bx + bw])
         y0, x0 = y0 + by, x0 + bx
         y1, x1 = y0 + bh, x0 + bw
-        n, labels, areas = _labels(np.ascontiguousarray(mask))
-        best = _largest(labels, areas, column_major)
-        omega = np.equal(labels, best).view(np.uint8)
+        omega = largest_component(mask, column_major)
         box_alive = alive[y0:y1, x0:x1]
         np.bitwise_and(box_alive, omega, out=box_alive)
         box_count = count[y0:y1, x0:x1]

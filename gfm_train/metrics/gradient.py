@@ -66,9 +66,10 @@ def _filter(src: np.ndarray, depth: int, kx: np.ndarray, ky: np.ndarray, border:
 def _magnitude(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
     # Not cv2.magnitude: its vectorised square root rounds differently depending on
     # where the output lands in memory, so equal inputs could give unequal results.
-    out = np.multiply(gx, gx)
-    out += gy * gy
-    return np.sqrt(out, out=out)
+    np.multiply(gx, gx, out=gx)
+    np.multiply(gy, gy, out=gy)
+    np.add(gx, gy, out=gx)
+    return np.sqrt(gx, out=gx)
 
 
 def gfm_gradient_magnitude(img: np.ndarray) -> np.ndarray:

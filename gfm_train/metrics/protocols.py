@@ -52,22 +52,27 @@ def _float32_at_least(t: float) -> np.float32:
     return f if float(f) >= t else np.nextafter(f, np.float32(np.inf))
 
 
-#: GFM thresholds as float32 comparison values (index 11 = never reached).
+#: GFM thresholds as float32 comparison values (index 11 = never reached), as 256-entry LUTs
+#: for step ``e`` (``_AT``) and step ``e + 1`` (``_NEXT``).
 _GFM_F32_STEPS = np.array([_float32_at_least(t) for t in GFM_THRESHOLDS] + [np.inf], np.float32)
+_GFM_F32_AT = np.full((1, 256), np.inf, np.float32)
+_GFM_F32_AT[0, :12] = _GFM_F32_STEPS
+_GFM_F32_NEXT = np.full((1, 256), np.inf, np.float32)
+_GFM_F32_NEXT[0, :11] = _GFM_F32_STEPS[1:]
 
 
 def gfm_passed(a: np.ndarray) -> np.ndarray:
     """uint8 map: how many GFM thresholds (0.1 .. 1.0, compared in double) ``a`` reaches."""
     if a.dtype == np.uint8:
         return cv2.LUT(a, _GFM_PASSED_U8)
-    if a.dtype == np.float32:
+    if a.dtype == np.float32 and a.size > 4:
         # floor(10 a) is at most one step off; one comparison each way corrects it.
-        est = np.minimum(a * np.float32(10), np.float32(10)).astype(np.uint8)
-        lut = np.full(256, np.inf, np.float32)
-        lut[:12] = _GFM_F32_STEPS
-        below = cv2.LUT(est, lut[None, :]) > a
-        above = cv2.LUT(est + 1, lut[None, :]) <= a
-        return est - below.view(np.uint8) + above.view(np.uint8)
+        est = cv2.multiply(a, np.full_like(a, 10)).astype(np.uint8)  # truncates; a <= 1 keeps it <= 10
+        below = cv2.compare(a, cv2.LUT(est, _GFM_F32_AT), cv2.CMP_LT)  # 255 where est is one too high
+        above = cv2.compare(a, cv2.LUT(est, _GFM_F32_NEXT), cv2.CMP_GE)  # 255 where est is one too low
+        est += above >> 7
+        est -= below >> 7
+        return est
     return _count_table(a.ravel().astype(np.float64), GFM_THRESHOLDS).reshape(a.shape)
 
 
@@ -124,9 +129,6 @@ def _wanted(metrics: Iterable[str] | None, trimap: np.ndarray | None) -> list[st
 # --------------------------------------------------------------------------- GFM
 
 
-_STEPS_AS_INDEX = np.arange(11, dtype=np.uint8)
-
-
 def _level_map(count: np.ndarray, levels: np.ndarray) -> np.ndarray:
     lut = np.zeros((1, 256), np.float32)
     lut[0, : len(levels)] = levels
@@ -142,7 +144,7 @@ def gfm_connectivity(pred: np.ndarray, truth: np.ndarray, pred32: np.ndarray | N
     ``pred32``/``truth32`` are float32 copies used for ``phi``.
     """
     passed = cv2.min(gfm_passed(pred), gfm_passed(truth))
-    k = _conn.level_counts(passed, _STEPS_AS_INDEX, column_major=False, empty="one")
+    k = _conn.level_counts(passed, column_major=False, empty="one")
     level = _level_map(k, GFM_THRESHOLDS.astype(np.float32))  # the reference's l_map is float32
     p32 = pred32 if pred32 is not None else _to_f32(pred)
     t32 = truth32 if truth32 is not None else _to_f32(truth)
@@ -203,16 +205,17 @@ def gfm_metrics(
         out["conn"] = gfm_connectivity(p, g, p32, g32) if n else 0.0
     if trimap is not None and set(TRIMAP_METRICS) & set(names):
         fg, bg = _region(trimap, FOREGROUND), _region(trimap, BACKGROUND)
-        out["sad_fg"] = cv2.norm(p32, g32, cv2.NORM_L1, fg) / 1000.0
-        out["sad_bg"] = cv2.norm(p32, g32, cv2.NORM_L1, bg) / 1000.0
-        # Forcing the prediction to 1 on FG and 0 on BG leaves |1 - truth| and |truth| there.
-        rest = cv2.bitwise_not(cv2.bitwise_or(fg, bg)) & 1
-        forced = (
-            cv2.norm(p32, g32, cv2.NORM_L1, rest)
-            + cv2.norm(np.ones_like(g32), g32, cv2.NORM_L1, fg)
-            + cv2.norm(g32, cv2.NORM_L1, bg)
-        )
-        out["sad_trans"] = forced / 1000.0
+        l1_fg = cv2.norm(p32, g32, cv2.NORM_L1, fg)
+        l1_bg = cv2.norm(p32, g32, cv2.NORM_L1, bg)
+        out["sad_fg"], out["sad_bg"] = l1_fg / 1000.0, l1_bg / 1000.0
+        if "sad_trans" in names:
+            # Forcing the prediction to 1 on FG and 0 on BG leaves |1 - truth| and truth there;
+            # elsewhere (unknown, or any other trimap value) the prediction's own error.
+            l1 = out["sad"] * 1000.0 if "sad" in out else cv2.norm(p32, g32, cv2.NORM_L1)
+            n_fg = cv2.countNonZero(fg)
+            sum_fg = cv2.sumElems(cv2.multiply(g32, fg, dtype=cv2.CV_32F))[0] if n_fg else 0.0
+            sum_bg = cv2.norm(g32, cv2.NORM_L1, bg)
+            out["sad_trans"] = (l1 - l1_fg - l1_bg + (n_fg - sum_fg) + sum_bg) / 1000.0
     return {k: out[k] for k in names}
 
 
@@ -222,7 +225,7 @@ def gfm_metrics(
 def dim_connectivity(pred8: np.ndarray, truth8: np.ndarray, unknown: np.ndarray) -> float:
     """DIM Conn (8-bit inputs) summed over ``unknown`` (0/1 uint8), / 1000."""
     passed = cv2.LUT(cv2.min(pred8, truth8), _DIM_PASSED_U8)
-    k = _conn.level_counts(passed, _STEPS_AS_INDEX, column_major=True, empty="previous")
+    k = _conn.level_counts(passed, column_major=True, empty="previous")
     level = _level_map(k, DIM_THRESHOLDS)
     # single(x) / 255 is correctly rounded, the same as rounding k / 255 once
     pred, truth = _to_f32(pred8), _to_f32(truth8)

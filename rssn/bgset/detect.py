@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -156,7 +156,12 @@ def resolve_detector(spec: str | None) -> str | None:
 
 def detector_key(spec: str, imgsz: int, floor: float) -> str:
     """Identity of a detector setting (weights bytes, input size, floor) for the cache."""
-    ident = file_digest(spec) if Path(spec).is_file() else f"bundled:{spec}"
+    if Path(spec).is_file():
+        ident = file_digest(spec)
+    else:  # a bundled yaml: its seeded random weights depend on the ultralytics version
+        import importlib.metadata
+
+        ident = f"bundled:{spec}:{importlib.metadata.version('ultralytics')}"
     return hashlib.sha256(f"{ident}|{int(imgsz)}|{float(floor)}".encode()).hexdigest()[:16]
 
 

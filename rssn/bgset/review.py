@@ -38,7 +38,8 @@ def entry(row: Mapping, thumb: str) -> dict:
         "id": row["digest"],
         "input": row["input"],
         "name": row.get("name"),
-        "decision": "kept" if row["fate"] == "kept" else row["fate"],
+        "decision": row["fate"],
+        "split": row.get("split"),
         "reason": row.get("reason", ""),
         "detections": list(row.get("detections") or [])[:3],
         "thumb": thumb,
@@ -115,11 +116,13 @@ def _card(e: Mapping) -> str:
     esc = html.escape
     dets = ", ".join(f"{d['name']} {d['score']:.2f} ({d['area'] * 100:.0f}%)" for d in e.get("detections") or [])
     ident = esc(e["id"], quote=True)
+    reason = str(e.get("reason") or "")
+    where = f' ({esc(str(e["split"]))})' if e.get("split") else ""
     return (
         f'<div class="card" id="c-{ident}">'
         f'<img loading="lazy" src="{esc(e["thumb"], quote=True)}" alt="{esc(str(e.get("name") or ""), quote=True)}">'
         f'<div class="meta"><b>{esc(str(e.get("name") or ""))}</b><br>{esc(str(e["input"]))}<br>'
-        f'<span class="reason">{esc(e["decision"])}: {esc(str(e.get("reason") or ""))}</span>'
+        f'<span class="reason">{esc(e["decision"])}{where}{": " + esc(reason) if reason else ""}</span>'
         f'{"<br>detections: " + esc(dets) if dets else ""}<br>verdict: <span class="verdict">automatic</span></div>'
         f'<button onclick="mark(\'{ident}\', \'keep\')">keep</button>'
         f'<button onclick="mark(\'{ident}\', \'reject\')">reject</button></div>'
@@ -141,7 +144,7 @@ def write_review_html(path: PathLike, entries: Sequence[dict], title: str = "bui
         "<i>reject</i> to override the automatic decision, then "
         "<button onclick=\"download()\">download review.json</button> and run "
         "<code>rssn build-bg --apply-review review.json</code> (or edit review.json by hand).</p>",
-        f"<h2>Borderline rejections ({len(borderline)})</h2><div class=\"grid\">",
+        f"<h2>Rejections to check ({len(borderline)})</h2><div class=\"grid\">",
         *(_card(e) for e in borderline),
         f"</div><h2>Kept ({len(kept)})</h2><div class=\"grid\">",
         *(_card(e) for e in kept),

@@ -36,6 +36,9 @@ from .sources import Source, measure_unit, open_source, unit_key
 from .statistics import BG_THRESHOLD, FG_THRESHOLD, MIN_PIXELS, STATISTICS, measure_sample
 
 UNITS = "units"
+#: Part of every unit's cache key: change it when a statistic's definition
+#: changes, so that a rerun does not reuse numbers measured the old way.
+MEASURE_VERSION = 1
 
 
 @dataclass
@@ -49,13 +52,6 @@ class GapResult:
     @property
     def statistics(self) -> dict[str, dict[str, Any]]:
         return self.report["statistics"]
-
-
-def _unit_label(unit: dict[str, Any]) -> str:
-    if unit["kind"] == "shard":
-        return unit["path"]
-    first = unit["samples"][0]["image"] if unit["samples"] else "?"
-    return f"{first} (+{len(unit['samples']) - 1} more)"
 
 
 def _failed_unit_rows(unit: dict[str, Any], error: str) -> list[dict[str, Any]]:
@@ -122,12 +118,15 @@ def _region_medians(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | N
 
 
 def _missing_reasons(rows: list[dict[str, Any]]) -> dict[str, int]:
-    # The part of a reason before its first colon names the cause without the
-    # per-sample numbers, so equal causes add up.
-    c = collections.Counter()
+    """Counts of why samples were not (fully) measured, per set."""
+    c: collections.Counter[str] = collections.Counter()
     for r in rows:
-        if r.get("fate") in ("incomplete", "failed") and r.get("reason"):
+        if r.get("fate") == "incomplete" and r.get("reason"):
+            # The part before the first colon names the cause without the
+            # per-sample numbers, so equal causes add up.
             c[f"{r['set']}: {r['reason'].split(':')[0]}"] += 1
+        elif r.get("fate") == "failed":
+            c[f"{r['set']}: could not be read (reasons in manifest.jsonl)"] += 1
     return dict(sorted(c.items()))
 
 
@@ -203,7 +202,8 @@ def measure_gap(
     chunk:
         Samples per work unit for image folders (a shard is always one unit).
     limit:
-        Measure at most about this many samples per set, evenly spread.
+        Measure about this many samples per set: evenly spread over a folder's
+        images; from shards, the first samples of each shard in proportion to its size.
     bins:
         Histogram bins in the plots.
     plots:
@@ -222,7 +222,7 @@ def measure_gap(
         raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
     if bins < 2:
         raise ValueError(f"bins must be at least 2, got {bins}")
-    unit_params = {"margin": margin, "min_pixels": min_pixels}
+    unit_params = {"margin": margin, "min_pixels": min_pixels, "measure_version": MEASURE_VERSION}
     # Plan both sets before writing anything: a wrong path fails fast and clean.
     sources = {"input": open_source(input, kind=kind, layout=layout, params=unit_params, chunk=chunk, limit=limit)}
     if reference is not None:

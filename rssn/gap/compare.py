@@ -79,10 +79,10 @@ def describe_value(stat: Statistic, median: float) -> str:
         return f"foregrounds are about {stat.same} their backgrounds"
     word = stat.more if median > 0 else stat.less
     if stat.kind == "log2_ratio":
-        factor = 2 ** abs(median)
-        return f"foregrounds are {word} than their backgrounds (x{factor:.2g} in {stat.label}, log2 {median:+.2f})"
-    unit = stat.unit.split(" (")[0]
-    return f"foregrounds are {word} than their backgrounds (by {median:+.3g} {unit})"
+        # The factor is fg / bg (ignoring the eps), so "cleaner (x0.5)" reads as half the noise.
+        return f"foregrounds are {word} than their backgrounds (x{2 ** median:.2g} in {stat.label}, log2 {median:+.2f})"
+    unit = "" if stat.unit == "0-1" else f" {stat.unit}"
+    return f"foregrounds are {word} than their backgrounds (by {median:+.3g}{unit})"
 
 
 def describe_set(stat: Statistic, values: Sequence[float]) -> str:

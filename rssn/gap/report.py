@@ -66,6 +66,15 @@ def markdown(report: dict[str, Any], plots: bool = True) -> str:
     if ref and ov.get("mean_normalised") is not None:
         lines += ["", f"Mean distance over the statistics: {ov['mean_normalised']:.2f}x the real spread "
                   f"(far: {', '.join(ov['far']) or 'none'}; different: {', '.join(ov['different']) or 'none'})."]
+    regions = report.get("regions") or {}
+    if regions.get("input"):
+        sets = [("INPUT", "input")] + ([("REAL", "reference")] if regions.get("reference") else [])
+        head = " | ".join(f"{label} {r}" for label, _ in sets for r in ("fg", "bg"))
+        lines += ["", "## Region values (medians over samples)", "", f"| statistic | {head} |",
+                  "| --- |" + " --- |" * (2 * len(sets))]
+        for name in stats:
+            cells = " | ".join(_fmt(regions[key][name][r]) for _, key in sets for r in ("fg", "bg"))
+            lines.append(f"| {STATISTICS[name].label} ({STATISTICS[name].unit}) | {cells} |")
     missing = report.get("missing_reasons") or {}
     if missing:
         lines += ["", "## Not measured", ""]

@@ -197,7 +197,9 @@ def open_source(
     chunk:
         Samples per unit for image folders.
     limit:
-        Measure at most about this many samples, evenly spread.
+        Measure about this many samples: evenly spread over a folder's images;
+        from shards, the first samples of each shard in proportion to its size
+        (reading a shard is sequential, so skipping inside it would save nothing).
     """
     path = Path(path)
     if chunk < 1:
@@ -246,13 +248,19 @@ def _measure_files(unit: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+_SHARD_MEMBERS = (".composite.jpg", ".alpha.png", ".json")
+
+
 def _shard_samples(path: str):
-    """Samples of one tar shard, grouped by key (webdataset's own grouping)."""
+    """Samples of one tar shard, grouped by key (webdataset's own grouping).
+
+    Only the members measured are kept in memory (not ``fg.png`` / ``bg.jpg``).
+    """
     from webdataset.tariterators import tarfile_samples
 
     # Tar-level damage (a truncated shard) raises and fails the whole unit,
     # which the executor records; sample-level damage is handled per sample.
-    yield from tarfile_samples(iter([{"url": path}]))
+    yield from tarfile_samples(iter([{"url": path}]), select_files=lambda name: name.endswith(_SHARD_MEMBERS))
 
 
 def _measure_shard(unit: dict[str, Any]) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ class Statistic:
 
     name: str
     label: str
-    unit: str
+    unit: str  # of the per-region value: "grey levels" (0-255 scale), "grey levels/px" or "0-1"
     kind: str  # "log2_ratio" or "difference"
     eps: float  # added to both sides of a log2 ratio
     floor: float  # smallest spread used to judge a distance (see rssn.gap.compare)
@@ -57,18 +57,18 @@ class Statistic:
 STATISTICS: dict[str, Statistic] = {
     s.name: s
     for s in (
-        Statistic("noise", "noise level", "grey levels (std of the noise, 0-255 scale)", "log2_ratio", 1.0, 0.25,
+        Statistic("noise", "noise level", "grey levels", "log2_ratio", 1.0, 0.25,
                   "noisier", "cleaner", "as noisy as"),
-        Statistic("sharpness", "sharpness", "grey levels per pixel (RMS gradient)", "log2_ratio", 1.0, 0.25,
+        Statistic("sharpness", "sharpness", "grey levels/px", "log2_ratio", 1.0, 0.25,
                   "sharper", "softer", "as sharp as"),
-        Statistic("detail", "fine-detail fraction", "share of detail energy at 1-2 px scales (0-1)", "difference",
+        Statistic("detail", "fine-detail fraction", "0-1", "difference",
                   0.0, 0.02, "richer in pixel-scale detail", "poorer in pixel-scale detail",
                   "as rich in pixel-scale detail as"),
-        Statistic("luminance", "luminance", "grey levels (mean luma, 0-255)", "difference", 0.0, 5.0,
+        Statistic("luminance", "luminance", "grey levels", "difference", 0.0, 5.0,
                   "brighter", "darker", "as bright as"),
-        Statistic("contrast", "contrast", "grey levels (std of luma)", "log2_ratio", 1.0, 0.25,
+        Statistic("contrast", "contrast", "grey levels", "log2_ratio", 1.0, 0.25,
                   "more contrasted", "less contrasted", "as contrasted as"),
-        Statistic("saturation", "saturation", "HSV saturation (0-1)", "difference", 0.0, 0.02,
+        Statistic("saturation", "saturation", "0-1", "difference", 0.0, 0.02,
                   "more saturated", "less saturated", "as saturated as"),
     )
 }
