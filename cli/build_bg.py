@@ -34,7 +34,7 @@ from .common import executor_options, friendly_errors, seed_option
 @click.option("--review-area", type=click.FloatRange(0, 1), default=0.15, show_default=True,
               help="Rejections whose box covers less than this fraction are borderline too.")
 @click.option("--record-confidence", "record_score", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Lowest detection confidence recorded in the manifest.")
+              help="Lowest detection confidence recorded in the manifest (never above --min-confidence).")
 @click.option("--imgsz", type=click.IntRange(32), default=640, show_default=True, help="Detector input size.")
 @click.option("--batch", type=click.IntRange(1), default=16, show_default=True, help="Images per detector batch.")
 @click.option("--device", default=None, help="Torch device for the detector (cpu, cuda:0, ...); default automatic.")

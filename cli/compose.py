@@ -54,9 +54,11 @@ def _kernels(ctx, param, value):
               help="BM3D profile of the cache entries (as given to `rssn denoise`).  "
                    "[default: what `rssn prepare --denoise` used for MATTING, else 'default']")
 @click.option("--denoise-sigma", type=click.FloatRange(0), default=None,
-              help="BM3D noise sigma of the cache entries  [default: estimated per image]")
+              help="BM3D noise sigma of the cache entries  [default: as `rssn prepare --denoise` used, "
+                   "else estimated per image]")
 @click.option("--denoise-max-side", type=click.IntRange(16), default=None, metavar="PX",
-              help="BM3D runs at this longer side at most (as given to `rssn denoise`).")
+              help="Foregrounds are denoised at this longer side at most (as given to `rssn denoise`)  "
+                   "[default: as `rssn prepare --denoise` used, else full size]")
 @click.option("--bg-denoise-max-side", type=click.IntRange(16), default=None, metavar="PX",
               help="Backgrounds are denoised at this longer side at most (they are shrunk to the "
                    "foreground's size anyway; much faster)  [default: as --denoise-max-side]")

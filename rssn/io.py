@@ -26,6 +26,9 @@ DEFAULT_MAX_PIXELS = int(os.environ.get("RSSN_MAX_PIXELS", 150_000_000))
 #: File extensions treated as images when scanning folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 # PIL has its own, warning-based bomb check; ours replaces it with a typed error.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -69,7 +72,11 @@ def list_images(root: PathLike, recursive: bool = True) -> list[Path]:
     """Image files below ``root`` (by extension), sorted for a stable order."""
     root = Path(root)
     it = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in it if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+    # Hidden files and anything inside hidden folders (caches, partial outputs) are not inputs.
+    return sorted(
+        p for p in it
+        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -289,6 +296,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path

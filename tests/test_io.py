@@ -168,3 +168,14 @@ def test_encode_decode_and_digest(tmp_path, rgb_arr):
     assert io.pixel_digest(a) == io.pixel_digest(b)
     assert io.file_digest(a) != io.file_digest(b)
     assert io.file_digest(a, "x") != io.file_digest(a, "y")
+
+
+def test_atomic_outputs_get_normal_permissions_and_hidden_folders_are_skipped(tmp_path, rgb_arr):
+    umask = os.umask(0)
+    os.umask(umask)
+    p = io.write_image(tmp_path / "w.png", rgb_arr)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+    io.write_image(tmp_path / ".cache" / "x.png", rgb_arr)
+    io.write_image(tmp_path / "sub" / ".hidden.png", rgb_arr)
+    io.write_image(tmp_path / "sub" / "seen.png", rgb_arr)
+    assert [q.relative_to(tmp_path).as_posix() for q in io.list_images(tmp_path)] == ["sub/seen.png", "w.png"]

@@ -213,7 +213,7 @@ def gfm_metrics(
             # elsewhere (unknown, or any other trimap value) the prediction's own error.
             l1 = out["sad"] * 1000.0 if "sad" in out else cv2.norm(p32, g32, cv2.NORM_L1)
             n_fg = cv2.countNonZero(fg)
-            sum_fg = cv2.sumElems(cv2.multiply(g32, fg, dtype=cv2.CV_32F))[0] if n_fg else 0.0
+            sum_fg = cv2.norm(g32, cv2.NORM_L1, fg)  # alphas are >= 0: the L1 norm is the sum
             sum_bg = cv2.norm(g32, cv2.NORM_L1, bg)
             out["sad_trans"] = (l1 - l1_fg - l1_bg + (n_fg - sum_fg) + sum_bg) / 1000.0
     return {k: out[k] for k in names}

@@ -75,8 +75,8 @@ def _check_params(p: dict) -> None:
         raise ValueError(
             f"group_distance must be within max_distance ({p['max_distance']})..{dedup.HASH_BITS}, got {p['group_distance']}"
         )
-    if not 0.0 <= p["record_score"] <= p["min_score"]:
-        raise ValueError(f"record_score ({p['record_score']}) must be within 0..min_score ({p['min_score']})")
+    if not 0.0 <= p["record_score"] <= 1.0:
+        raise ValueError(f"record_score must be within [0, 1], got {p['record_score']}")
     if p["imgsz"] < 32 or p["batch"] < 1:
         raise ValueError(f"imgsz must be >= 32 and batch >= 1, got {p['imgsz']} and {p['batch']}")
 
@@ -138,7 +138,8 @@ def build_background_set(
     review_score, review_area:
         Rejections below either are borderline and shown in ``review.html``.
     record_score:
-        Lowest confidence recorded in the manifest.
+        Lowest confidence recorded in the manifest (lowered to ``min_score``
+        when that is smaller).
     imgsz, batch, device:
         Detector input size, images per batch, torch device (None: automatic).
     test_fraction:
@@ -157,7 +158,9 @@ def build_background_set(
     params = dict(
         detector=detector, min_side=int(min_side), quality=int(quality), max_distance=int(max_distance),
         group_distance=int(group_distance), classes=None, min_score=float(min_score), min_area=float(min_area),
-        review_score=float(review_score), review_area=float(review_area), record_score=float(record_score),
+        review_score=float(review_score), review_area=float(review_area),
+        # the rule must see every detection that could reject: record at least down to min_score
+        record_score=min(float(record_score), float(min_score)),
         imgsz=int(imgsz), batch=int(batch), device=device, test_fraction=float(test_fraction), seed=int(seed),
     )
     cls_set = detect.parse_classes(classes)

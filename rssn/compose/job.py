@@ -388,8 +388,9 @@ def compose(
         ``compute`` missing denoised copies first, or ``error`` out listing them.
     denoise_profile, denoise_sigma, denoise_max_side:
         The BM3D parameters that key the cache (as given to ``rssn denoise``).
-        Without a profile, all three are those ``rssn prepare --denoise`` used
-        for MATTING (from its run.json), else the defaults.
+        Without a profile, the profile and any of sigma and max side not given
+        are those ``rssn prepare --denoise`` used for MATTING (from its
+        run.json), else the defaults.
     bg_denoise_max_side:
         Longer side at which backgrounds are denoised (default: as foregrounds).
     workers, scheduler:
@@ -418,7 +419,9 @@ def compose(
     foregrounds = read_foregrounds(matting, splits)
     bgs = list_backgrounds(backgrounds)
     if denoise_profile is None:
-        denoise_profile, denoise_sigma, denoise_max_side = prepare_denoise_params(matting)
+        denoise_profile, sigma, side = prepare_denoise_params(matting)
+        denoise_sigma = sigma if denoise_sigma is None else denoise_sigma
+        denoise_max_side = side if denoise_max_side is None else denoise_max_side
     if bg_denoise_max_side is None:
         bg_denoise_max_side = denoise_max_side
 

@@ -187,6 +187,9 @@ def read_index(shards_dir: PathLike) -> dict[str, Any]:
     """``index.json`` of a shard folder (raises FileNotFoundError with a hint)."""
     path = Path(shards_dir) / INDEX_FILE
     if not path.is_file():
+        if existing_shard_files(shards_dir):
+            raise FileNotFoundError(f"{path}: missing, but shards are there: the compose run did not finish; "
+                                    "run the same `rssn compose` command again to complete it")
         raise FileNotFoundError(f"{path}: no shard index here (is this an `rssn compose` output folder?)")
     with open(path, encoding="utf-8") as f:
         index = json.load(f)
