@@ -237,6 +237,8 @@ def make_sample_data(
         rng = generator(seed, "photo", j)
         portrait = j % 3 == 2
         w, h = (bh, bw) if portrait else (bw, bh)
+        if j == 0:  # larger than the rest, so its near duplicate below is smaller and still HD
+            w, h = round(w * 1.3), round(h * 1.3)
         if j % 3 == 1 and j // 3 < len(kinds):
             img = skimage_photo(kinds[j // 3], h, w)
         elif j % 2 == 0:
@@ -254,8 +256,8 @@ def make_sample_data(
         from .io import read_rgb
 
         src = read_rgb(photos / names[0])
-        # Upscaled by 10 %, cropped by 3 % a side, re-encoded at low quality: still HD.
-        big = cv2.resize(src, (int(src.shape[1] * 1.1), int(src.shape[0] * 1.1)), interpolation=cv2.INTER_CUBIC)
+        # Downscaled to 85 %, cropped by 3 % a side, re-encoded at low quality: still HD.
+        big = cv2.resize(src, (int(src.shape[1] * 0.85), int(src.shape[0] * 0.85)), interpolation=cv2.INTER_AREA)
         dy, dx = int(big.shape[0] * 0.03), int(big.shape[1] * 0.03)
         near = np.ascontiguousarray(big[dy:-dy, dx:-dx])
         write_image(photos / "near_dup_photo_00.jpg", near, quality=60)
