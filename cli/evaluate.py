@@ -42,11 +42,13 @@ def eval_cmd(dataset, checkpoint, pred_dir, out, protocol, mode, splits, layout,
     """Score a model (or existing predictions) on a matting set.
 
     \b
-    rssn eval --checkpoint RUN/checkpoint-last.pt --dataset AM-2k --out EVAL
+    rssn eval --checkpoint RUN/model.pth --dataset AM-2k --out EVAL
     rssn eval --pred PREDICTIONS --dataset AM-2k --out EVAL --protocol both
 
     Writes OUT/summary.md (averages per split, the paper's columns), metrics.json and
     metrics.csv (per image), per_image/*.json, worst/*.png (error maps), run.json.
+    With --pred, --workers/--scheduler spread the scoring; a checkpoint runs in this
+    process. See docs/eval.md for the two protocols.
     """
     if (checkpoint is None) == (pred_dir is None):
         raise click.UsageError("give exactly one of --checkpoint or --pred")
@@ -78,7 +80,7 @@ def predict(images, checkpoint, out, mode, device, overwrite):
     """Predict alpha mattes of IMAGES (files or folders) with a GFM checkpoint.
 
     \b
-    rssn predict --checkpoint RUN/checkpoint-last.pt photos/ extra.jpg --out MATTES
+    rssn predict --checkpoint RUN/model.pth photos/ extra.jpg --out MATTES
 
     Images are processed one at a time; a rerun skips those already done.
     """

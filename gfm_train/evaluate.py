@@ -105,7 +105,7 @@ def load_samples(dataset: PathLike, layout: str = "auto") -> tuple[list[EvalSamp
 
         cats = read_categories(root / "categories.json")
     samples = [
-        EvalSample(s.id, Path(s.alpha), Path(s.image or s.fg) if (s.image or s.fg) else None,
+        EvalSample(s.id, Path(s.alpha), Path(s.image) if s.image else None,
                    Path(s.trimap) if s.trimap else None, s.split, s.category or cats.get(s.id))
         for s in scan.samples
     ]

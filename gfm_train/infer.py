@@ -12,8 +12,9 @@ Resize: one full forward pass at 1/2 (same rounding and cap); the merged alpha i
 upsampled to the image's size.
 
 Memory: the network never sees more than 1600 x 1600 pixels; the full-size merge
-holds the upsampled Glance scores and Focus output, about 24 bytes per image pixel
-for TT/FT/BT (three RIM heads: about 3x that). Images are processed one at a time.
+holds the upsampled Glance scores and Focus output: about 45 bytes per image pixel
+for TT/FT/BT, about 270 for RIM (its fusion convolutions run at full size).
+Images are processed one at a time.
 """
 from __future__ import annotations
 
@@ -63,15 +64,16 @@ def image_tensor(img: np.ndarray, size: tuple[int, int], convention: str, device
     """Resize an H x W x 3 uint8 RGB image to ``size`` (h, w) and make the network input.
 
     Downscaling uses area averaging (anti-aliased); upscaling (images smaller than
-    32 px a side) bilinear. The resize is done in float so no precision is lost.
+    32 px a side) bilinear. The resize works on the 8-bit image, so no full-size
+    float copy is ever made.
     """
     from gfm_train.model import prepare_input
 
     h, w = size
-    src = img.astype(np.float32)
+    src = img
     if (h, w) != img.shape[:2]:
         shrink = h <= img.shape[0] and w <= img.shape[1]
-        src = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        src = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     x = torch.from_numpy(np.ascontiguousarray(src.transpose(2, 0, 1)))[None].to(device)
     return prepare_input(x, convention)
 
