@@ -39,6 +39,8 @@ def _sizes(ctx, param, value):
               help="Square crop sides drawn before resizing (clamped to the image).")
 @click.option("--workers", "-j", type=click.IntRange(0), default=2, show_default=True,
               help="Data-loading processes per training process.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for the network (default: all cores; fewer is often faster on a shared machine).")
 @click.option("--pretrained", default=None,
               help="Encoder init: 'torchvision' (ImageNet weights from the local torch cache) or a weights file.")
 @click.option("--input-convention", type=click.Choice(["imagenet", "raw255"]), default="imagenet", show_default=True,
@@ -59,7 +61,7 @@ def _sizes(ctx, param, value):
 @seed_option
 @friendly_errors
 def train(shards, dataset, split, backbone, rosta, out, steps, epochs, batch_size, lr, size, crop_sizes, workers,
-          pretrained, input_convention, device, amp, checkpoint_every, log_every, shuffle_buffer, val_path, val_split,
+          threads, pretrained, input_convention, device, amp, checkpoint_every, log_every, shuffle_buffer, val_path, val_split,
           val_every, resume, seed):
     """Train GFM; write checkpoints, log.csv and loss.png to --out.
 
@@ -96,7 +98,7 @@ def train(shards, dataset, split, backbone, rosta, out, steps, epochs, batch_siz
             epochs=epochs, batch_size=batch_size, lr=lr, size=size, crop_sizes=crop_sizes, workers=workers,
             seed=seed, pretrained=pretrained, input_convention=input_convention, device=device, amp=amp,
             checkpoint_every=checkpoint_every, log_every=log_every, shuffle_buffer=shuffle_buffer, split=split,
-            resume=resume, validate=validate, val_every=val_every,
+            resume=resume, validate=validate, val_every=val_every, threads=threads,
         )
     except PretrainedWeightsError as e:
         raise click.ClickException(str(e)) from None

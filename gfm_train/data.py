@@ -286,6 +286,8 @@ class MattingStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        if info is not None:
+            cv2.setNumThreads(1)  # loader processes already run in parallel
         raw = self.source.raw(self.seed, self.epoch, self.rank, self.world_size, worker, workers)
         # a DataLoader takes batches from its workers in turn: worker w made the
         # batches w, w + workers, ... of the epoch

@@ -226,6 +226,7 @@ def train(
     validate: Validator | None = None,
     val_every: int = 0,
     progress: bool | None = None,
+    threads: int | None = None,
 ) -> TrainResult:
     """Train GFM from composite shards (COMP track) or real photos (ORI track).
 
@@ -249,6 +250,8 @@ def train(
     validate, val_every : a hook ``validate(model, step) -> {name: value}`` run on rank 0 every
         ``val_every`` steps and at the end; its values go to the CSV.
     progress : show a progress bar (default: unless RSSN_PROGRESS=0).
+    threads : CPU threads for torch in this process (default: torch's choice). On a shared
+        machine fewer threads than cores is often faster.
 
     Returns
     -------
@@ -260,6 +263,8 @@ def train(
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
     out = Path(out)
+    if threads is not None:
+        torch.set_num_threads(threads)
     dev = pick_device(device)
     rank, world, created_group = _init_distributed(dev)
     try:
@@ -271,14 +276,14 @@ def train(
 
 def _train(*, out: Path, shards, dataset, backbone, rosta, steps, epochs, batch_size, lr, size, crop_sizes, workers,
            seed, pretrained, input_convention, device, amp, checkpoint_every, log_every, shuffle_buffer, split, resume,
-           validate, val_every, progress, dev, rank, world, created_group) -> TrainResult:
+           validate, val_every, progress, threads, dev, rank, world, created_group) -> TrainResult:
     config = {
         "shards": [str(s) for s in shards] if isinstance(shards, (list, tuple)) else (str(shards) if shards else None),
         "dataset": str(dataset) if dataset else None, "backbone": backbone, "rosta": rosta, "steps": steps,
         "epochs": epochs, "batch_size": batch_size, "world_size": world, "lr": lr, "size": size,
         "crop_sizes": list(crop_sizes), "workers": workers, "seed": seed, "pretrained": pretrained,
         "input_convention": input_convention, "amp": amp, "checkpoint_every": checkpoint_every,
-        "shuffle_buffer": shuffle_buffer, "split": split,
+        "shuffle_buffer": shuffle_buffer, "split": split, "threads": threads,
     }
     source = make_source(shards, dataset, split=split, shuffle_buffer=shuffle_buffer)
 

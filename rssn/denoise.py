@@ -17,8 +17,8 @@ Profiles
 ``fast``
     Hard-thresholding stage only (no Wiener pass) with the block-matching
     settings of the package's low-complexity ``'lc'`` profile (reference step 6,
-    search window 25). About three to four times faster, a fraction of a dB
-    worse; ``benchmarks/bench_denoise.py`` measures both side by side.
+    search window 25). Three to five times faster, about 0.5 dB lower PSNR;
+    ``benchmarks/bench_denoise.py`` measures both side by side.
 
 The noise level is estimated per image (:func:`skimage.restoration.estimate_sigma`,
 wavelet median absolute deviation) unless a sigma is given. BM3D runs single

@@ -133,6 +133,26 @@ def test_bad_pairs_are_reported_and_skipped(sample_data, tmp_path):
     assert not list(out.glob(f"*/fg/{images[2].stem}.png"))
 
 
+def test_p3m_and_generic_layouts(sample_data, tmp_path):
+    """P3M keeps its test-set names; a generic set without splits is split by ratio."""
+    p3m, generic = tmp_path / "p3m", tmp_path / "generic"
+    for split in ("train", "validation"):
+        dst = p3m / "train" if split == "train" else p3m / "validation" / "P3M-500-P"
+        for f in (sample_data.am2k / split / "original").iterdir():
+            for folder, name in ((dst / "blurred_image", f.name), (generic / "images", f.name)):
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, folder / name)
+            for folder in (dst / "mask", generic / "alphas"):
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f.parent.parent / "mask" / f"{f.stem}.png", folder / f"{f.stem}.png")
+    rep = prepare_dataset(p3m, tmp_path / "out-p3m", seed=0)
+    assert rep.summary["splits"] == {"P3M-500-P": 2, "train": 4}
+    assert read_run(tmp_path / "out-p3m")["params"]["layout"] == "p3m"
+    rep = prepare_dataset(generic, tmp_path / "out-generic", seed=0, val_fraction=0.34)
+    assert rep.summary["splits"] == {"train": 4, "validation": 2}
+    assert read_run(tmp_path / "out-generic")["params"]["split_scheme"] == "ratio"
+
+
 def test_given_foregrounds_skip_estimation(sample_data, tmp_path):
     """fg/ + alpha/ folders (Adobe style) and RGBA cut-outs."""
     fga, rgba = tmp_path / "fga", tmp_path / "rgba"

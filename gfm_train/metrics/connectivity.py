@@ -121,7 +121,7 @@ def level_counts(
     alive = np.ones((h, w), np.uint8)  # in omega_1 .. omega_i so far (valid inside the box)
     y0, y1, x0, x1 = 0, h, 0, w
     for i in range(1, steps + 1):
-        sub = np.ascontiguousarray(passed[y0:y1, x0:x1])
+        sub = passed[y0:y1, x0:x1]
         mask = cv2.threshold(sub, i - 1, 1, cv2.THRESH_BINARY)[1] if sub.size else sub
         bx, by, bw, bh = cv2.boundingRect(mask) if mask.size else (0, 0, 0, 0)
         if bw == 0 or bh == 0:
@@ -129,7 +129,7 @@ def level_counts(
                 box = count[y0:y1, x0:x1]
                 box[alive[y0:y1, x0:x1] == 1] = steps
             break
-        mask = np.ascontiguousarray(mask[by : by + bh, bx : bx + bw])
+        mask = mask[by : by + bh, bx : bx + bw]
         y0, x0 = y0 + by, x0 + bx
         y1, x1 = y0 + bh, x0 + bw
         omega = largest_component(mask, column_major)
