@@ -31,7 +31,6 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from rssn.io import ImageError, decode_image, read_alpha, read_rgb
-from rssn.records import read_manifest, safe_join
 from rssn.seeding import derived_seed, generator
 
 from .model.rosta import FTBT_KERNEL, TT_KERNEL, rosta_maps, scaled_kernel
@@ -208,12 +207,12 @@ def read_photo_records(root: str | Path, split: str = "train") -> list[PhotoReco
     root = Path(root)
     records: list[PhotoRecord] = []
     if (root / "samples.jsonl").is_file():
-        for row in read_manifest(root / "samples.jsonl"):
-            if row.get("split") != split or row.get("image") is None:
-                continue
-            fg = str(safe_join(root, row["fg"])) if row.get("fg") else None
-            records.append(PhotoRecord(row["id"], str(safe_join(root, row["image"])),
-                                       str(safe_join(root, row["alpha"])), fg))
+        from rssn.prepare import read_prepared
+
+        for row in read_prepared(root):
+            if row["split"] == split and row["image"] is not None:
+                fg = str(row["fg"]) if row.get("fg") else None
+                records.append(PhotoRecord(row["id"], str(row["image"]), str(row["alpha"]), fg))
     else:
         from rssn.layouts import read_layout
 

@@ -332,3 +332,14 @@ def test_large_image_matches_reference():
     tri = trimap_from_alpha(truth, 15)
     _close(gfm_metrics(pred, truth, tri), ref_gfm(pred, truth, tri))
     _close(dim_metrics(pred, truth, tri), ref_dim(np.rint(pred * 255).astype(np.uint8), truth, tri))
+
+
+def test_all_zero_prediction_conn_gfm_zero_dim_counts_truth():
+    # Nothing is common at 0.1: GFM skips every threshold (levels end at 1, both
+    # phi are 1); DIM gives every pixel the level 0, so phi_truth = 1 - g where g >= 0.15.
+    truth = np.array([[0, 30, 38, 39, 128, 255]], np.uint8)
+    pred = np.zeros_like(truth)
+    tri = np.full(truth.shape, 128, np.uint8)
+    assert gfm_metrics(pred, truth)["conn"] == 0.0
+    expect = sum(v / 255 for v in (39, 128, 255)) / 1000  # 38/255 = 0.149 < 0.15
+    assert dim_metrics(pred, truth, tri)["conn"] == pytest.approx(expect, rel=1e-6)

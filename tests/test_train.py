@@ -194,7 +194,8 @@ def test_ori_track_on_real_photos(sample_data, tmp_path):
         write_image(prep / "train" / "alpha" / f"{s.id}.png", a)
         write_image(prep / "train" / "fg" / f"{s.id}.png", img)
         rows.append({"id": s.id, "split": "train", "image": f"train/image/{s.id}.png", "alpha": f"train/alpha/{s.id}.png",
-                     "fg": f"train/fg/{s.id}.png", "trimap": None, "width": img.shape[1], "height": img.shape[0]})
+                     "fg": f"train/fg/{s.id}.png", "trimap": None, "width": img.shape[1], "height": img.shape[0],
+                     "category": None, "fg_method": "given"})
     (prep / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     src = PhotoSource(prep)
     assert [r.id for r in src.records] == sorted(r["id"] for r in rows) and all(r.fg for r in src.records)

@@ -5,7 +5,6 @@ import socket
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
