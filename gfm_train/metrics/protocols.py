@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from . import connectivity as _conn
-from .gradient import dim_gradient_magnitude, gfm_gradient_magnitude, mat2gray
+from .gradient import dim_gradient_magnitude, gfm_gradient_magnitude
 
 PROTOCOLS = ("gfm", "dim")
 #: Metric names, in the column order of the paper's tables.

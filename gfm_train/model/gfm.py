@@ -67,14 +67,20 @@ class GFM(nn.Module):
         return self._focus_out(self.focus(self.encoder(x)))
 
     def merge(self, glance, focus) -> torch.Tensor:
-        """Collaborative Matting (and RIM fusion) of same-size Glance and Focus outputs, on their device."""
+        """Collaborative Matting (and RIM fusion) of same-size Glance and Focus outputs.
+
+        CM runs on the inputs' device (any device, CPU included); RIM's small fusion
+        runs where the model's weights are, and the result is returned on the inputs' device.
+        """
         return self._merge(glance, focus)[0]
 
     def _merge(self, glance, focus):
         if self.rosta != "RIM":
             return collaborative_matting(self.rosta, glance, focus), None
         heads = {r: collaborative_matting(r, glance[r], focus[r]) for r in ROSTAS}
-        fused = self.rim(torch.cat([heads[r] for r in ROSTAS], 1))
+        stacked = torch.cat([heads[r] for r in ROSTAS], 1)
+        # the fusion's weights live on the model's device; the result goes back to the inputs'
+        fused = self.rim(stacked.to(self.rim.rim[0].weight.device)).to(stacked.device)
         return fused, heads
 
     def forward(self, x: torch.Tensor) -> dict:
