@@ -11,9 +11,10 @@ import contextlib
 import hashlib
 import io
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Callable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -82,6 +83,29 @@ def list_images(root: PathLike, recursive: bool = True) -> list[Path]:
 # --------------------------------------------------------------------------- reading
 
 
+def _pil_open() -> Callable[..., Image.Image]:
+    """Pillow's own ``Image.open``, even after another library replaced it.
+
+    ultralytics swaps ``PIL.Image.open`` for a wrapper that, on a file Pillow cannot
+    identify, tries to install and import a HEIF plugin: in a process that has
+    imported it, a corrupt file would raise ModuleNotFoundError (or start a package
+    install) instead of our typed error. The original stays reachable from there.
+    """
+    op = Image.open
+    if getattr(op, "__module__", None) == Image.__name__:
+        return op
+    patches = sys.modules.get("ultralytics.utils.patches")
+    original = getattr(patches, "_image_open", None)
+    if original is not None and getattr(original, "__module__", None) == Image.__name__:
+        return original
+    return op
+
+
+def open_image(path: PathLike) -> Image.Image:
+    """Open lazily (header only) with Pillow's own opener; the caller closes it."""
+    return _pil_open()(path)
+
+
 def _open(source: PathLike | bytes, name: str, max_pixels: int) -> Image.Image:
     """Open without decoding, check the pixel budget, then decode fully."""
     try:
@@ -92,7 +116,7 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int) -> Image.Image:
         raise NotAnImageError(name, f"cannot open: {e.strerror or e}") from None
     try:
         try:
-            img = Image.open(fp)
+            img = _pil_open()(fp)
         except UnidentifiedImageError:
             raise NotAnImageError(name, "not a recognised image format") from None
         w, h = img.size
@@ -115,7 +139,7 @@ def _open(source: PathLike | bytes, name: str, max_pixels: int) -> Image.Image:
 def image_size(path: PathLike) -> tuple[int, int]:
     """(width, height) from the header, orientation applied, without decoding pixels."""
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             w, h = img.size
             orientation = img.getexif().get(0x0112, 1)
     except FileNotFoundError:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .io import IMAGE_EXTENSIONS, ImageError, PathLike, image_size, is_image_file, list_images
+from .io import IMAGE_EXTENSIONS, ImageError, PathLike, image_size, is_image_file, list_images, open_image
 
 LAYOUTS = ("am2k", "p3m", "generic", "fg_alpha", "rgba", "bg20k")
 
@@ -209,13 +209,11 @@ def read_fg_alpha(root: PathLike) -> LayoutScan:
 
 def read_rgba(root: PathLike) -> LayoutScan:
     """Every image of the folder must carry an alpha channel."""
-    from PIL import Image
-
     root = Path(root)
     scan = LayoutScan("rgba", str(root))
     for p in list_images(root):
         try:
-            with Image.open(p) as img:
+            with open_image(p) as img:
                 mode, (w, h) = img.mode, img.size
                 has_alpha = mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info)
         except Exception as e:  # noqa: BLE001 - recorded

@@ -179,3 +179,18 @@ def test_atomic_outputs_get_normal_permissions_and_hidden_folders_are_skipped(tm
     io.write_image(tmp_path / "sub" / ".hidden.png", rgb_arr)
     io.write_image(tmp_path / "sub" / "seen.png", rgb_arr)
     assert [q.relative_to(tmp_path).as_posix() for q in io.list_images(tmp_path)] == ["sub/seen.png", "w.png"]
+
+
+def test_corrupt_file_error_survives_ultralytics_import(tmp_path):
+    """ultralytics replaces PIL.Image.open with a HEIF-plugin installer; our reads must
+    still give the typed error, never ModuleNotFoundError or an install attempt."""
+    import ultralytics.utils.patches  # noqa: F401 - the import applies the replacement
+    from PIL import Image
+
+    assert Image.open.__module__ != "PIL.Image"
+    p = tmp_path / "x.png"
+    p.write_bytes(b"garbage bytes")
+    with pytest.raises(io.NotAnImageError, match="not a recognised image format"):
+        io.read_rgb(p)
+    with pytest.raises(io.NotAnImageError):
+        io.image_size(p)
