@@ -199,7 +199,7 @@ class PhotoRecord:
 
 
 def read_photo_records(root: str | Path, split: str = "train") -> list[PhotoRecord]:
-    """Real-photo training samples of ``split`` from a prepared folder (``samples.jsonl``) or a raw layout.
+    """Real-photo training samples of ``split`` from a prepared folder (``rssn.prepare.read_prepared``) or a raw layout.
 
     Samples without a real photo (``fg_alpha``/``rgba`` sets) cannot train the ORI
     track and raise a ValueError naming the folder.

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from rssn.io import atomic_path, write_bytes_atomic
-from rssn.records import RunRecord
+from rssn.records import RunRecord, read_run
 
 from .data import CROP_SIZES, OUTPUT_SIZE, MattingStream, make_source
 from .losses import gfm_loss
@@ -269,9 +269,24 @@ def train(
     rank, world, created_group = _init_distributed(dev)
     try:
         return _train(**locals())
+    except Exception as e:
+        if rank == 0:
+            _mark_failed(out, e)
+        raise
     finally:
         if created_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _mark_failed(out: Path, error: Exception) -> None:
+    """Record a failed run in run.json (when this run got as far as writing one)."""
+    try:
+        data = read_run(out)
+    except (OSError, ValueError):
+        return
+    if data.get("status") == "running":
+        RunRecord(out, data).finish({**data.get("summary", {}), "error": f"{type(error).__name__}: {error}"},
+                                    status="failed")
 
 
 def _train(*, out: Path, shards, dataset, backbone, rosta, steps, epochs, batch_size, lr, size, crop_sizes, workers,
@@ -297,7 +312,7 @@ def _train(*, out: Path, shards, dataset, backbone, rosta, steps, epochs, batch_
         model, ckpt_meta = load_checkpoint(last_path, map_location="cpu")
         if (model.backbone, model.rosta) != (backbone, rosta):
             raise ValueError(f"{last_path} holds GFM-{model.backbone}-{model.rosta}, not {backbone}-{rosta}")
-        input_convention = ckpt_meta["input_convention"]
+        input_convention = config["input_convention"] = ckpt_meta["input_convention"]
         step, epoch = ckpt_meta["step"], ckpt_meta["epoch"]
         pos = int(ckpt_meta.get("position", {}).get("batch", 0))
         old = ckpt_meta.get("config", {})

@@ -233,6 +233,11 @@ def test_cli_train_with_validation(shards, tmp_path):
     ]:
         res = runner.invoke(main, ["train", "--steps", "1", "--out", str(tmp_path / "bad"), *args])
         assert res.exit_code != 0 and message in res.output, (args, res.output)
+    # more per-process batch than data: a clear error, and run.json says the run failed
+    res = runner.invoke(main, ["train", "--shards", str(folder), "--backbone", "tiny", "--steps", "1", "--size", "64",
+                               "--batch-size", "64", "--workers", "0", "--out", str(tmp_path / "big")])
+    assert res.exit_code == 1 and "no batch" in res.output
+    assert json.loads((tmp_path / "big" / "run.json").read_text())["status"] == "failed"
 
 
 def test_validator_reports_loss_and_alpha_errors(shards):
