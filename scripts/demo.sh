@@ -37,6 +37,16 @@ step "gap: how far each composite set is from the real photos"
 $RSSN gap "$OUT/shards" --reference "$OUT/sample/am2k" --out "$OUT/gap-rssn" --workers "$WORKERS"
 $RSSN gap "$OUT/shards-plain" --reference "$OUT/sample/am2k" --out "$OUT/gap-plain" --workers "$WORKERS"
 
+step "train: a tiny GFM-TT on the RSSN shards for 30 steps (CPU; real runs use --backbone r34_2b)"
+$RSSN train --shards "$OUT/shards" --backbone tiny --rosta TT --steps 30 --batch-size 4 --size 160 --lr 1e-3 \
+    --workers 0 --threads 1 --log-every 2 --out "$OUT/run"
+
+step "eval: the trained model on the sample's validation split, both protocols, hybrid inference"
+$RSSN eval --checkpoint "$OUT/run/model.pth" --dataset "$OUT/sample/am2k" --out "$OUT/eval" --protocol both
+
+step "predict: alpha mattes and RGBA cut-outs for a folder"
+$RSSN predict --checkpoint "$OUT/run/model.pth" "$OUT/sample/am2k/validation/original" --out "$OUT/mattes"
+
 echo
 echo "Demo finished. Results are in $OUT/:"
 echo "  backgrounds      $OUT/backgrounds (manifest.jsonl, review.html)"
@@ -44,3 +54,6 @@ echo "  prepared set     $OUT/prepared"
 echo "  shards           $OUT/shards (index.json, run.json)"
 echo "  contact sheet    $OUT/shards/contact_sheet.png"
 echo "  gap reports      $OUT/gap-rssn/report.md, $OUT/gap-plain/report.md"
+echo "  trained model    $OUT/run/model.pth (log.csv, loss.png)"
+echo "  evaluation       $OUT/eval/summary.md"
+echo "  mattes           $OUT/mattes"
