@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import test_metrics_reference as ref  # noqa: E402
 
 from gfm_train.metrics import METRICS, dim_metrics, gfm_metrics  # noqa: E402
-from rssn.sample_data import animal_alpha, trimap_from_alpha  # noqa: E402
+from rssn.sample_data import animal_alpha  # noqa: E402
+from rssn.trimap import trimap_from_alpha  # noqa: E402
 from rssn.seeding import generator  # noqa: E402
 
 

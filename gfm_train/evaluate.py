@@ -139,7 +139,7 @@ def normalise_trimap(trimap: np.ndarray) -> tuple[np.ndarray, bool]:
 def generate_trimap(alpha8: np.ndarray, kernel: int = TRIMAP_KERNEL) -> np.ndarray:
     """0 / 128 / 255 trimap from an 8-bit alpha: unknown = dilate(alpha > 0) - erode(alpha == 255),
     elliptical structuring element of side ``kernel``."""
-    from rssn.sample_data import trimap_from_alpha
+    from rssn.trimap import trimap_from_alpha
 
     return trimap_from_alpha(alpha8, kernel)
 

@@ -308,10 +308,9 @@ class DenoiseReport:
 
     @property
     def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self.rows:
-            out[r["fate"]] = out.get(r["fate"], 0) + 1
-        return dict(sorted(out.items()))
+        from .records import count_fates
+
+        return count_fates(self.rows)
 
     def entry_for(self, path: PathLike) -> Path | None:
         for r in self.rows:

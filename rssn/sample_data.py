@@ -27,6 +27,7 @@ import numpy as np
 
 from .io import PathLike, write_image, write_text_atomic
 from .seeding import generator
+from .trimap import trimap_from_alpha
 
 AM2K_CATEGORIES = (
     "alpaca", "antelope", "bear", "camel", "cat", "cattle", "deer", "dog", "elephant", "giraffe",
@@ -171,17 +172,6 @@ def fur_colour(rng: np.random.Generator, h: int, w: int, base: tuple[int, int, i
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def trimap_from_alpha(alpha: np.ndarray, kernel: int = 15) -> np.ndarray:
-    """0 / 128 / 255 trimap: unknown = dilate(alpha>0) minus erode(alpha==255)."""
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
-    fg = cv2.erode((alpha >= 255).astype(np.uint8), k)
-    maybe = cv2.dilate((alpha > 0).astype(np.uint8), k)
-    tri = np.full(alpha.shape, 128, np.uint8)
-    tri[maybe == 0] = 0
-    tri[fg == 1] = 255
-    return tri
-
-
 # --------------------------------------------------------------------------- the set
 
 
@@ -223,7 +213,7 @@ def make_sample_data(
         write_image(am2k / split / "original" / f"{sid}.jpg", img, quality=95)
         write_image(am2k / split / "mask" / f"{sid}.png", alpha8)
         if split == "validation":
-            write_image(am2k / split / "trimap" / f"{sid}.png", trimap_from_alpha(alpha8))
+            write_image(am2k / split / "trimap" / f"{sid}.png", trimap_from_alpha(alpha8, 15))
         write_image(truth / "fg" / f"{sid}.png", fg)
         write_image(truth / "bg" / f"{sid}.png", bg)
         categories[sid] = AM2K_CATEGORIES[i % len(AM2K_CATEGORIES)]

@@ -327,7 +327,7 @@ def test_large_image_matches_reference():
     truth = np.rint(animal_alpha(rng, 120, 200) * 255).astype(np.uint8)
     noise = rng.normal(0, 0.08, truth.shape)
     pred = np.clip(truth / 255 + noise * (truth > 0), 0, 1).astype(np.float32)
-    from rssn.sample_data import trimap_from_alpha
+    from rssn.trimap import trimap_from_alpha
 
     tri = trimap_from_alpha(truth, 15)
     _close(gfm_metrics(pred, truth, tri), ref_gfm(pred, truth, tri))
