@@ -30,7 +30,10 @@ def seed_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def friendly_errors(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's expected errors into a one-line message and exit code 1."""
+    """Turn the library's expected errors (bad images, layouts, paths, values, damaged
+    tar files) into a one-line message and exit code 1."""
+    import tarfile
+
     from rssn.io import ImageError
     from rssn.layouts import LayoutError
     from rssn.records import UnsafePathError
@@ -39,7 +42,7 @@ def friendly_errors(f: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return f(*args, **kwargs)
-        except (ImageError, LayoutError, UnsafePathError, FileNotFoundError, ValueError) as e:
+        except (ImageError, LayoutError, UnsafePathError, FileNotFoundError, ValueError, tarfile.TarError) as e:
             raise click.ClickException(str(e)) from None
 
     return wrapper

@@ -383,17 +383,23 @@ def denoise_paths(
     return DenoiseReport(rows)
 
 
-def collect_images(inputs: Iterable[PathLike]) -> list[Path]:
-    """Image files named by ``inputs``: files as given, folders searched recursively."""
+def collect_images(inputs: Iterable[PathLike], exclude: PathLike | None = None) -> list[Path]:
+    """Image files named by ``inputs``: files as given, folders searched recursively.
+
+    Files below ``exclude`` (the cache, when it sits inside an input folder) are
+    left out: denoising the cache's own entries would add new ones on every run.
+    """
+    ex = Path(exclude).resolve() if exclude is not None else None
     out: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            out.extend(list_images(p))
+            found = list_images(p)
         elif p.exists():
-            out.append(p)
+            found = [p]
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
+        out.extend(f for f in found if ex is None or ex not in f.resolve().parents)
     return out
 
 
@@ -415,8 +421,8 @@ def denoise_images(
     """
     from .records import MANIFEST_FILE, RunRecord, write_manifest
 
-    paths = collect_images(inputs)
     cache_dir = Path(cache_dir)
+    paths = collect_images(inputs, exclude=cache_dir)
     params = {"inputs": [str(p) for p in inputs], "cache": str(cache_dir), "profile": profile,
               "sigma": sigma, "max_side": max_side, "workers": workers,
               "scheduler": str(scheduler) if scheduler else None}

@@ -8,32 +8,48 @@ from __future__ import annotations
 
 import json
 import math
+import tarfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
-from .compose.job import step_counts
+from .compose.job import HD_SHORT_SIDE, step_counts
 from .compose.shards import iter_tar_samples, read_index, read_sample, verify_shards
 from .io import PathLike, write_image
-from .records import read_run, safe_join
+from .records import count_fates, read_run, safe_join
 
 COLUMNS = ("composite", "alpha", "fg", "bg")
 _GREY = 236
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def read_records(shards_dir: PathLike) -> list[dict[str, Any]]:
-    """The JSON record of every sample listed in the index, in shard order."""
-    out = []
-    for s in read_index(shards_dir)["shards"]:
+def read_records(shards_dir: PathLike, index: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """The JSON record of every sample listed in the index, in shard order.
+
+    Returns
+    -------
+    (records, problems)
+        A shard that is missing or cannot be read (truncated, damaged, a record
+        that is not JSON) adds a problem naming it, and none of its records; the
+        other shards are still read.
+    """
+    index = read_index(shards_dir) if index is None else index
+    out, problems = [], []
+    for s in index["shards"]:
         path = safe_join(shards_dir, s["name"])
-        for sample in iter_tar_samples(path, suffixes=("json",)):
-            rec = json.loads(sample["json"].decode("utf-8"))
-            rec["shard"] = s["name"]
-            out.append(rec)
-    return out
+        try:
+            recs = []
+            for sample in iter_tar_samples(path, suffixes=("json",)):
+                rec = json.loads(sample["json"].decode("utf-8"))
+                rec["shard"] = s["name"]
+                recs.append(rec)
+        except (OSError, tarfile.TarError, KeyError, ValueError) as e:
+            problems.append(f"{path}: cannot be read ({type(e).__name__}: {e})")
+            continue
+        out.extend(recs)
+    return out, problems
 
 
 def _interval(k: int, n: int) -> tuple[float, float]:
@@ -71,8 +87,10 @@ def inspect_shards(shards_dir: PathLike, *, grid: PathLike | None = None, sample
         ``backgrounds``, ``sizes``, ``problems`` and ``grid``.
     """
     shards_dir = Path(shards_dir)
+    if grid is not None and Path(grid).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"{grid}: the contact sheet is written as PNG or JPEG; name it .png or .jpg")
     index = read_index(shards_dir)
-    records = read_records(shards_dir)
+    records, unreadable = read_records(shards_dir, index)
     steps = step_counts(records)
     n = len(records)
     configured = (index.get("route") or {}).get("effective", {})
@@ -87,12 +105,12 @@ def inspect_shards(shards_dir: PathLike, *, grid: PathLike | None = None, sample
     report: dict[str, Any] = {
         "folder": str(shards_dir), "complete": index.get("complete"), "shards": len(index["shards"]),
         "samples": n, "samples_in_index": index.get("samples"), "failed": index.get("failed", 0),
-        "splits": _count(r.get("split") for r in records), "routes": _count(r.get("route") for r in records),
+        "splits": count_fates(records, "split"), "routes": count_fates(records, "route"),
         "steps": freq, "blur_kernels": steps["blur_kernels"],
         "foregrounds": len({r["fg_id"] for r in records}), "backgrounds": steps["backgrounds_used"],
-        "backgrounds_below_hd": len({r["bg_id"] for r in records if min(r["bg_size"]) < 1080}),
+        "backgrounds_below_hd": len({r["bg_id"] for r in records if min(r["bg_size"]) < HD_SHORT_SIDE}),
         "sizes": {"min": [min(widths), min(heights)], "max": [max(widths), max(heights)]},
-        "problems": [], "grid": None,
+        "problems": unreadable, "grid": None,
     }
     if n != index.get("samples"):
         report["problems"].append(f"the index says {index.get('samples')} samples, the shards hold {n}")
@@ -110,13 +128,6 @@ def inspect_shards(shards_dir: PathLike, *, grid: PathLike | None = None, sample
         write_image(grid, sheet)
         report["grid"] = str(grid)
     return report
-
-
-def _count(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[str(v)] = out.get(str(v), 0) + 1
-    return dict(sorted(out.items()))
 
 
 def _spread(n: int, k: int) -> list[int]:
@@ -177,7 +188,7 @@ def format_report(report: dict[str, Any]) -> str:
         "splits:      " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()),
         "routes:      " + ", ".join(f"{k} {v}" for k, v in report["routes"].items()),
         f"foregrounds: {report['foregrounds']}   backgrounds used: {report['backgrounds']}"
-        + (f" ({report['backgrounds_below_hd']} below 1080 px)" if report["backgrounds_below_hd"] else ""),
+        + (f" ({report['backgrounds_below_hd']} below {HD_SHORT_SIDE} px)" if report["backgrounds_below_hd"] else ""),
         f"sizes:       {report['sizes']['min'][0]}x{report['sizes']['min'][1]} .. "
         f"{report['sizes']['max'][0]}x{report['sizes']['max'][1]}",
         "steps (fired / samples, observed vs configured probability, 95% interval):",

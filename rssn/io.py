@@ -265,9 +265,13 @@ def file_digest(path: PathLike, extra: str = "") -> str:
 def pixel_digest(path: PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     """sha256 of the decoded RGB pixels and their shape: equal for byte-different
     files that hold the same picture (for example a PNG and its re-save)."""
-    rgb = read_rgb(path, max_pixels=max_pixels)
-    h = hashlib.sha256(f"{rgb.shape}".encode())
-    h.update(np.ascontiguousarray(rgb).data)
+    return array_digest(read_rgb(path, max_pixels=max_pixels))
+
+
+def array_digest(arr: np.ndarray) -> str:
+    """sha256 of an array's shape and bytes (what :func:`pixel_digest` hashes)."""
+    h = hashlib.sha256(f"{arr.shape}".encode())
+    h.update(np.ascontiguousarray(arr).data)
     return h.hexdigest()
 
 

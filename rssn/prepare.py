@@ -42,7 +42,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 from .io import (
     ImageError,
@@ -206,11 +206,13 @@ def _source_digests(unit: Mapping[str, Any]) -> dict[str, str | None]:
 
 def _reusable(out: Path, meta_rel: str, expect: Mapping[str, Any]) -> dict | None:
     """The stored row when the sample's record matches and its files are whole."""
+    from .records import UnsafePathError, safe_join
+
     try:
         meta = json.loads((out / meta_rel).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if any(meta.get(k) != v for k, v in expect.items()):
+    if not isinstance(meta, dict) or any(meta.get(k) != v for k, v in expect.items()):
         return None
     row = meta.get("row") or {}
     size = (row.get("width"), row.get("height"))
@@ -219,9 +221,9 @@ def _reusable(out: Path, meta_rel: str, expect: Mapping[str, Any]) -> dict | Non
         if rel is None:
             continue
         try:
-            if image_size(out / rel) != size:
+            if image_size(safe_join(out, rel)) != size:
                 return None
-        except ImageError:
+        except (ImageError, UnsafePathError):
             return None
     return row if row.get("alpha") and row.get("fg") else None
 
@@ -331,7 +333,9 @@ def _previous_splits(out: Path) -> dict[str, str]:
         rows = read_manifest(path)
     except ValueError:
         return {}
-    return {r["id"]: r["split"] for r in rows if isinstance(r, dict) and "id" in r and "split" in r}
+    # The split names a folder: only plain names are taken from the file.
+    return {r["id"]: r["split"] for r in rows
+            if isinstance(r, dict) and _plain_name(r.get("id")) and _plain_name(r.get("split"))}
 
 
 def prepare_dataset(
@@ -417,8 +421,10 @@ def prepare_dataset(
         "denoise_profile": denoise_profile if denoise else None, "denoise_sigma": denoise_sigma if denoise else None,
         "denoise_max_side": denoise_max_side if denoise else None,
     }
-    rec = RunRecord.start(out, "prepare", params, seed=seed)
+    # Read the layout first: a folder that is not the layout asked for is an
+    # error before anything is written.
     scan = read_layout(dataset, layout_name)
+    rec = RunRecord.start(out, "prepare", params, seed=seed)
     manifest: list[dict] = [
         {"input": p.path, "fate": "skipped", "reason": p.reason} for p in scan.problems
     ]
@@ -580,15 +586,7 @@ def read_prepared(prepared_dir: PathLike, *, check_files: bool = True) -> list[d
     return out
 
 
-def prepared_by_split(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
-    """Rows grouped by split name."""
-    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for r in rows:
-        groups[r["split"]].append(r)
-    return dict(groups)
-
-
 __all__ = [
     "PrepareReport", "SAMPLES_FILE", "SAMPLE_FIELDS", "SPLIT_SCHEMES", "assign_splits", "prepare_dataset",
-    "prepare_unit", "prepared_by_split", "read_categories", "read_prepared", "stratified_counts", "validation_count",
+    "prepare_unit", "read_categories", "read_prepared", "stratified_counts", "validation_count",
 ]

@@ -205,6 +205,61 @@ def test_changed_parameters_redo_work(photos, tmp_path):
     for side in ("train", "testval"):
         for p in (out / side).iterdir():
             assert min(image_size(p)) == 100                # stale outputs removed
+    # the cache holds only what this build uses: the min-side 96 images are gone
+    hd_rows = [r for r in m.values() if r.get("out_width")]
+    blobs = sorted(p.name for p in (out / ".work" / "resized").rglob("*") if p.is_file())
+    assert blobs == sorted({f"{r['digest']}-s100-q95" for r in hd_rows})
+    thumbs = {p.name for p in (out / ".work" / "thumbs").rglob("*") if p.is_file()}
+    assert thumbs == {r["digest"] for r in hd_rows}
+    assert res.summary["pruned"] > 0
+    again = build_background_set([photos], out, detector="none", min_side=100)
+    assert again.summary["examined"] == 0 and again.summary["pruned"] == 0
+
+
+def test_unexpected_worker_errors_fail_one_input_and_are_retried(photos, tmp_path, monkeypatch):
+    """An error that is not a bad image (here: raised inside the resize of one photo,
+    then inside one detector batch) gives that input the fate ``failed`` with the
+    error; the run completes, and the next run retries exactly those inputs."""
+    from rssn.bgset import detect, hd
+
+    out = tmp_path / "out"
+    real_resize = hd.resize_to_min_side
+
+    def resize_failing_on_square(rgb, min_side):
+        if rgb.shape[:2] == (130, 130):                      # sub/square.jpg
+            raise RuntimeError("simulated failure")
+        return real_resize(rgb, min_side)
+
+    monkeypatch.setattr(hd, "resize_to_min_side", resize_failing_on_square)
+    res = build_background_set([photos], out, detector="none", min_side=MIN)
+    m = by_name(read_manifest(out / "manifest.jsonl"))
+    assert m["square.jpg"]["fate"] == "failed" and "RuntimeError: simulated failure" in m["square.jpg"]["reason"]
+    assert m["land_above.jpg"]["fate"] == "kept" and res.fates["failed"] == 1
+    assert read_run(out)["status"] == "complete"
+    monkeypatch.setattr(hd, "resize_to_min_side", real_resize)
+    res = build_background_set([photos], out, detector="none", min_side=MIN)
+    assert res.summary["examined"] == 1 and "failed" not in res.fates
+    assert by_name(read_manifest(out / "manifest.jsonl"))["square.jpg"]["fate"] == "kept"
+
+    # The detector stage: a batch whose unit raises fails its images only. The
+    # detector here is a stand-in for the model (the real one: test_bgset_detect.py).
+    def detector(fail: bool):
+        def detect_batch(unit):
+            if fail and any(image_size(p) == (160, 96) for p in unit["paths"]):   # land_above.jpg
+                raise RuntimeError("detector crashed")
+            return [[] for _ in unit["paths"]]
+        return detect_batch
+
+    kept = res.fates["kept"]
+    monkeypatch.setattr(detect, "detect_batch", detector(fail=True))
+    res = build_background_set([photos], out, detector="yolov8n.yaml", min_side=MIN, batch=1)
+    row = by_name(read_manifest(out / "manifest.jsonl"))["land_above.jpg"]
+    assert row["fate"] == "failed" and "detector failed: RuntimeError: detector crashed" in row["reason"]
+    assert (res.fates["kept"], res.fates["failed"]) == (kept - 1, 1)
+    monkeypatch.setattr(detect, "detect_batch", detector(fail=False))
+    res = build_background_set([photos], out, detector="yolov8n.yaml", min_side=MIN, batch=1)
+    assert res.summary["detected"] == 1 and res.summary["detected_from_cache"] == kept - 1
+    assert res.fates["kept"] == kept and "failed" not in res.fates
 
 
 def test_apply_review(photos, tmp_path):
@@ -243,6 +298,20 @@ def test_apply_review_needs_a_build(tmp_path):
     f.write_text(json.dumps({"format": "rssn-bg-review", "version": 1, "images": []}))
     with pytest.raises(FileNotFoundError, match="no finished build"):
         build_background_set([], tmp_path / "nothing", apply_review=f)
+
+
+def test_apply_review_refuses_stored_paths_leaving_the_cache(photos, tmp_path):
+    from rssn.records import UnsafePathError
+
+    out = tmp_path / "out"
+    build_background_set([photos], out, detector="none", min_side=MIN)
+    state_path = out / ".work" / "state.json"
+    state = json.loads(state_path.read_text())
+    row = next(r for r in state["rows"] if r["fate"] == "kept")
+    row["blob"] = "../../../../etc/passwd"
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(UnsafePathError, match="escapes"):
+        build_background_set([], out, apply_review=out / "review.json")
 
 
 def test_bad_options_fail_before_work(photos, tmp_path):

@@ -134,3 +134,21 @@ def test_missing_weights_error_before_work(photos, tmp_path):
     assert not out.exists()
     with pytest.raises(FileNotFoundError):
         detect.resolve_detector("no_such_model.yaml")
+
+
+def test_detections_of_an_image_do_not_depend_on_its_batch(tmp_path):
+    """An image alone, or batched with images of other shapes, gives the same
+    detections: --batch and what a resumed run redoes change nothing."""
+    a, b = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    write_image(a, _photo(1, 200, 120))
+    write_image(b, _photo(2, 120, 190))
+
+    def run(paths):
+        unit = {"detector": "yolov8n.yaml", "paths": [str(p) for p in paths], "imgsz": 128, "floor": 0.0,
+                "device": "cpu"}
+        return detect.detect_batch(unit)
+
+    alone = run([a])[0]
+    assert len(alone) > 10  # a random net with no floor: many weak boxes to compare
+    assert run([a, b])[0] == alone
+    assert run([b, a])[1] == alone

@@ -181,3 +181,16 @@ def test_cli_denoise_fills_the_cache_and_reuses_it(tmp_path, clean_noisy):
     empty.mkdir()
     res = runner.invoke(main, ["denoise", str(empty), "--cache", str(cache)])
     assert res.exit_code == 1 and "no image files" in res.output
+
+
+def test_a_cache_inside_the_input_folder_is_not_taken_as_input(tmp_path, clean_noisy):
+    from cli.main import main
+
+    folder = tmp_path / "fgs"
+    write_image(folder / "a.png", np.ascontiguousarray(clean_noisy[1][:32, :32]))
+    cache = folder / "denoise"
+    runner = CliRunner()
+    for expected in ("denoised 1", "cached 1"):
+        res = runner.invoke(main, ["denoise", str(folder), "--cache", str(cache), "--profile", "fast"])
+        assert res.exit_code == 0 and res.output.splitlines()[0] == expected, res.output
+    assert len(list(cache.rglob("*.png"))) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,3 +248,35 @@ def test_cli_prepare(sample_data, tmp_path):
     res = runner.invoke(main, ["prepare", "--help"])
     assert res.exit_code == 0 and "--denoise / --no-denoise" in res.output
     assert not [p for p in list_images(out) if os.path.basename(p).startswith(".")]  # no temp files left
+
+
+def test_nothing_is_written_for_a_wrong_layout_and_stored_paths_are_checked(sample_data, tmp_path):
+    from rssn.layouts import LayoutError
+
+    out = tmp_path / "o"
+    with pytest.raises(LayoutError, match="generic layout"):
+        prepare_dataset(sample_data.am2k, out, layout="generic")
+    assert not out.exists()  # no folder, no run.json left "running"
+
+    generic = tmp_path / "generic"
+    for f in sorted((sample_data.am2k / "train" / "original").glob("*.jpg"))[:3]:
+        for sub, src in (("images", f), ("alphas", f.parent.parent / "mask" / f"{f.stem}.png")):
+            (generic / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, generic / sub / src.name)
+    first = prepare_dataset(generic, out, seed=0)
+    ids = sorted(r["id"] for r in first.samples)
+    # samples.jsonl and the per-sample records are data: a split that would name
+    # a folder outside OUT, or a file path leaving it, is not taken from them.
+    rows = read_manifest(out / "samples.jsonl")
+    rows[0]["split"] = "../escape"
+    (out / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    meta_path = out / rows[1]["split"] / "meta" / f"{rows[1]['id']}.json"
+    meta = json.loads(meta_path.read_text())
+    meta["row"]["fg"] = str((out / meta["row"]["fg"]).resolve())  # an absolute path to a valid file
+    meta_path.write_text(json.dumps(meta))
+    again = prepare_dataset(generic, out, seed=0)
+    assert not (tmp_path / "escape").exists()
+    assert sorted(r["id"] for r in again.samples) == ids and {r["split"] for r in again.samples} <= {"train", "validation"}
+    assert again.summary["reused"] == 2  # the sample with the absolute path is made again
+    assert all(not Path(r["fg"]).is_absolute() for r in read_manifest(out / "samples.jsonl"))
+    read_prepared(out)

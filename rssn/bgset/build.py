@@ -23,7 +23,10 @@ fate                meaning
 Work is cached under ``OUT/.work/``: per-input records and resized images
 (stages 1-3), per-image detections (stage 5), the state after stage 5 and the
 reviewer's verdicts. A rerun with the same arguments redoes nothing that is
-cached; ``apply_review`` redoes only the split and the output folders.
+cached; ``apply_review`` redoes only the split and the output folders. A build
+removes the resized images and thumbnails it does not use (other ``min_side``
+or ``quality``, inputs no longer given), so the cache does not grow with every
+change of parameters.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ from typing import Any, Iterable, Sequence
 
 from ..executor import run_units
 from ..io import PathLike, atomic_path, is_partial_file, write_text_atomic
-from ..records import MANIFEST_FILE, RunRecord, count_fates, dumps, write_manifest
+from ..records import MANIFEST_FILE, RunRecord, count_fates, dumps, safe_join, write_manifest
 from . import detect, dedup, review, scan, split
 
 WORK_DIR = ".work"
@@ -187,6 +190,7 @@ def build_background_set(
                                                    workers=workers, scheduler=str(scheduler) if scheduler else None), seed)
     stats: dict[str, int] = {}
     rows = _examine(inputs, work, params, workers, scheduler, progress, stats)
+    stats["pruned"] = _prune(work, rows)
     _deduplicate(rows, params["max_distance"])
     if spec is not None:
         _detect(rows, work, spec, rule, params, workers, scheduler, progress, stats)
@@ -223,6 +227,29 @@ def _examine(inputs, work, params, workers, scheduler, progress, stats) -> list[
             row["blob"] = Path(os.path.relpath(scan.blob_path(work, rec["digest"], rec["params"]), work)).as_posix()
         rows.append(row)
     return rows
+
+
+def _prune(work: Path, rows: list[dict]) -> int:
+    """Remove the resized images and thumbnails in the cache that this build does
+    not use: those of another ``--min-side``/``--quality``, of inputs no longer
+    given, and leftovers of a killed run. Returns how many files went.
+
+    Detections are kept: they are small, keyed by detector settings, and the
+    most expensive stage to redo.
+    """
+    blobs = {Path(r["blob"]).name for r in rows if r.get("blob")}
+    thumbs = {r["digest"] for r in rows if r.get("blob")}
+    removed = 0
+    for folder, keep in (("resized", blobs), ("thumbs", thumbs)):
+        root = work / folder
+        if not root.is_dir():
+            continue
+        for sub in root.iterdir():
+            for f in sub.iterdir() if sub.is_dir() else ():
+                if f.name not in keep:
+                    f.unlink(missing_ok=True)
+                    removed += 1
+    return removed
 
 
 # --------------------------------------------------------------------------- stage 4
@@ -386,7 +413,8 @@ def _place(blob: Path, target: Path) -> bool:
 def _materialise(out: Path, rows: list[dict]) -> int:
     """Make train/ and testval/ hold exactly the kept images; returns files written."""
     work = out / WORK_DIR
-    wanted = {r["output"]: work / r["blob"] for r in rows if r["fate"] == "kept"}
+    # blob paths may come from the stored state (--apply-review): data, checked
+    wanted = {r["output"]: safe_join(work, r["blob"]) for r in rows if r["fate"] == "kept"}
     written = 0
     for side in split.SPLITS:
         folder = out / side

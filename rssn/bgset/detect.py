@@ -30,6 +30,10 @@ DEFAULT_CLASSES = (
     "bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe",
 )
 
+#: Part of the detection cache key: bumped when the same settings would give
+#: other detections (2: square letterbox for every image, see detect_batch).
+DETECT_VERSION = 2
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -162,7 +166,7 @@ def detector_key(spec: str, imgsz: int, floor: float) -> str:
         import importlib.metadata
 
         ident = f"bundled:{spec}:{importlib.metadata.version('ultralytics')}"
-    return hashlib.sha256(f"{ident}|{int(imgsz)}|{float(floor)}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"v{DETECT_VERSION}|{ident}|{int(imgsz)}|{float(floor)}".encode()).hexdigest()[:16]
 
 
 _MODELS: dict[str, object] = {}
@@ -219,6 +223,10 @@ def detect_batch(unit: dict) -> list[list[dict]]:
     model = load_model(unit["detector"])
     # ultralytics takes numpy arrays as BGR, the OpenCV order
     images = [np.ascontiguousarray(decode_image(read_bytes(p), name=str(p))[:, :, ::-1]) for p in unit["paths"]]
+    # rect=False: every image is letterboxed to the same square input. With
+    # ultralytics' default (rect=True) a batch whose images share one shape gets
+    # minimal padding instead, so an image's detections would depend on the
+    # images batched with it (and so on --batch and on what a resumed run redoes).
     results = model.predict(images, imgsz=int(unit["imgsz"]), conf=float(unit["floor"]),
-                            device=unit.get("device"), verbose=False)
+                            device=unit.get("device"), rect=False, verbose=False)
     return [[d.to_dict() for d in detections_from_result(r)] for r in results]

@@ -19,9 +19,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
-
-from ..io import ImageError, PathLike, encode_image, list_images, read_rgb, write_bytes_atomic
+from ..io import ImageError, PathLike, array_digest, encode_image, list_images, read_rgb, write_bytes_atomic
 from ..records import dumps
 from . import hd
 from .dedup import perceptual_hashes
@@ -143,9 +141,7 @@ def examine(unit: dict) -> dict:
         rec.update(status="unreadable", reason=f"{e.kind}: {e.reason}")
     else:
         h, w = rgb.shape[:2]
-        digest = hashlib.sha256(f"{rgb.shape}".encode())
-        digest.update(np.ascontiguousarray(rgb).data)
-        rec.update(width=w, height=h, digest=digest.hexdigest())
+        rec.update(width=w, height=h, digest=array_digest(rgb))
         if not hd.is_hd(w, h, min_side):
             rec.update(status="too_small", reason=f"shorter side {min(w, h)} px is below {min_side} px")
         else:

@@ -41,9 +41,13 @@ def png_is_plain(data: bytes, colour_type: int, width: int, height: int) -> bool
 
 class InputCache:
     """Decoded inputs kept while a shard is made: the K composites of a
-    foreground are consecutive, so its colour, matte and weights are read once."""
+    foreground are consecutive, so its colour, matte and weights are read once.
 
-    def __init__(self, size: int = 2):
+    Three entries: the matte, and both colours a foreground's composites switch
+    between (the prepared F and its denoised copy, one coin per composite).
+    """
+
+    def __init__(self, size: int = 3):
         self.size = size
         self._items: collections.OrderedDict[tuple, Any] = collections.OrderedDict()
 

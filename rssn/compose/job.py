@@ -14,12 +14,15 @@ The job in four steps:
    computed first (one image per work unit) or reported as an error.
 4. **Shards.** Consecutive composites are cut into shards of ``shard_size``; one
    shard is one work unit (:func:`compose_shard`), run locally or on Dask. A
-   shard that is already complete and verified is skipped, so a killed run is
-   resumed by running the same command again.
+   shard that is already complete and verified (same planned work, same input
+   files by size and modification time, bytes matching the recorded sha256) is
+   skipped, so a killed run is resumed by running the same command again.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,17 +133,26 @@ def list_backgrounds(folder: PathLike) -> list[tuple[str, str]]:
     """(id, absolute path) of every image below ``folder``, sorted by id.
 
     The id is the path relative to ``folder`` without its extension; where two
-    files differ only by extension, both keep it.
+    files differ only by extension, both keep it. The root of a ``build-bg``
+    output is refused (its ``testval/`` would be mixed into training).
     """
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: the backgrounds folder does not exist")
+    try:
+        made_by = read_run(root).get("command")
+    except (FileNotFoundError, ValueError):
+        made_by = None
+    if made_by == "build-bg":
+        # Its train/ and testval/ together: the held-out backgrounds would be used too.
+        raise ValueError(f"{root} is a whole `rssn build-bg` output (train/ and testval/); "
+                         f"give --backgrounds {root / 'train'} so that testval/ stays held out")
     paths = list_images(root)
     if not paths:
         raise ValueError(f"{root}: no background images found (searched recursively for .jpg, .png, ...)")
     rels = [p.relative_to(root).as_posix() for p in paths]
     stems = [r.rsplit(".", 1)[0] for r in rels]
-    clash = {s for s in stems if stems.count(s) > 1} if len(set(stems)) < len(stems) else set()
+    clash = {s for s, n in collections.Counter(stems).items() if n > 1}
     out = [(rel if stem in clash else stem, str(p.resolve())) for p, rel, stem in zip(paths, rels, stems)]
     return sorted(out)
 
@@ -236,14 +248,30 @@ def resolve_denoised(items: list[dict], cache_dir: PathLike, *, missing: str, pr
     return counts
 
 
-def _digest(settings: dict, items: Sequence[dict], roots: tuple[str, str]) -> str:
+def input_stamps(items: Sequence[dict]) -> dict[str, str]:
+    """``size:mtime_ns`` of every input file of the plan (``missing`` when it cannot
+    be read), so that a shard made from since-changed files is not taken as done."""
+    stamps: dict[str, str] = {}
+    for it in items:
+        for path in (it["fg"], it["alpha"], it["bg"]):
+            if path not in stamps:
+                try:
+                    st = os.stat(path)
+                    stamps[path] = f"{st.st_size}:{st.st_mtime_ns}"
+                except OSError:
+                    stamps[path] = "missing"
+    return stamps
+
+
+def _digest(settings: dict, items: Sequence[dict], roots: tuple[str, str], stamps: dict[str, str]) -> str:
     """What makes a shard: the settings and, per composite, the decisions and the
-    inputs (by their place in the input folders, denoised copies by cache key)."""
-    def ident(path: str) -> str:
+    inputs (by their place in the input folders, denoised copies by cache key,
+    each with its size and modification time: a changed file redoes its shards)."""
+    def ident(path: str) -> list[str]:
         for root in roots:
             if path.startswith(root):
-                return path[len(root):]
-        return Path(path).name  # a cache entry: its name is its content key
+                return [path[len(root):], stamps[path]]
+        return [Path(path).name, stamps[path]]  # a cache entry: its name is its content key
 
     rows = [{**{k: v for k, v in it.items() if k not in ("fg", "alpha", "bg")},
              "inputs": [ident(it["fg"]), ident(it["alpha"]), ident(it["bg"])]} for it in items]
@@ -435,7 +463,6 @@ def compose(
         "scheduler": scheduler if isinstance(scheduler, (str, type(None))) else "client",
         "foregrounds": len(foregrounds), "backgrounds_found": len(bgs),
     }
-    out.mkdir(parents=True, exist_ok=True)
     _check_previous(out, params, overwrite)
 
     items = plan_composites(foregrounds, bgs, config, per_fg, seed)
@@ -445,11 +472,14 @@ def compose(
                                       bg_max_side=bg_denoise_max_side, workers=workers, scheduler=scheduler)
     settings = {"route": config.to_dict(), "seed": seed, "jpeg_quality": int(jpeg_quality)}
     roots = (str(matting) + "/", str(backgrounds) + "/")
+    stamps = input_stamps(items)
     units = []
     for i, start in enumerate(range(0, len(items), shard_size)):
         chunk = items[start : start + shard_size]
         units.append({"index": i, "out": str(out.resolve()), "items": chunk, "settings": settings,
-                      "digest": _digest(settings, chunk, roots)})
+                      "digest": _digest(settings, chunk, roots, stamps)})
+    # Created only now: a refused run (settings, missing cache entries) leaves no folder.
+    out.mkdir(parents=True, exist_ok=True)
     _clean(out, len(units))
     record = RunRecord.start(out, "compose", params, seed=seed)
 

@@ -344,11 +344,6 @@ class StatisticMaps:
         }
 
 
-def region_statistics(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Every statistic of :data:`STATISTICS` for one region (NaN where undefined)."""
-    return StatisticMaps(image).region(mask)
-
-
 def discrepancy(name: str, fg: float, bg: float) -> float:
     """The discrepancy of statistic ``name``: foreground value vs background value.
 
