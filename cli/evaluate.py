@@ -65,6 +65,8 @@ def eval_cmd(dataset, checkpoint, pred_dir, out, protocol, mode, splits, layout,
                 vals = "  ".join(f"{k.upper()} {v:.4g}" for k, v in avg[p].items() if not k.endswith("_images"))
                 click.echo(f"{group} [{p}]: {vals}")
     click.echo(f"report: {result['summary']}")
+    if not result["counts"].get("scored"):
+        raise click.ClickException(f"no image could be scored; the reasons are in {out}/manifest.jsonl")
 
 
 @click.command("predict")
@@ -90,6 +92,8 @@ def predict(images, checkpoint, out, mode, device, overwrite):
     counts = ", ".join(f"{n} {f}" for f, n in sorted(result["counts"].items()))
     click.echo(f"images: {counts} ({result['seconds']:.1f} s on {result['device']})")
     click.echo(f"mattes: {out}/alpha   cut-outs: {out}/cutout")
+    if not (result["counts"].get("written") or result["counts"].get("kept")):
+        raise click.ClickException(f"no image was predicted; the reasons are in {out}/manifest.jsonl")
     if result["counts"].get("failed"):
         click.echo(f"some images failed: see {out}/manifest.jsonl", err=True)
 

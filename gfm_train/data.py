@@ -32,6 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from rssn.io import ImageError, decode_image, read_alpha, read_rgb
 from rssn.seeding import derived_seed, generator
+from rssn.trimap import UNKNOWN, trimap_from_alpha
 
 from .model.rosta import FTBT_KERNEL, TT_KERNEL, rosta_maps, scaled_kernel
 
@@ -65,8 +66,7 @@ def crop_box(alpha: np.ndarray, crop_sizes: tuple[int, ...], rng: np.random.Gene
     centred = rng.random() < centre_prob
     ys = xs = None
     if centred:
-        trimap = rosta_maps(alpha, TT_KERNEL, 3)["trimap"]
-        ys, xs = np.nonzero(trimap == 1)
+        ys, xs = np.nonzero(trimap_from_alpha(alpha, TT_KERNEL) == UNKNOWN)
     if centred and len(ys) > 0:
         i = int(rng.integers(len(ys)))
         x = int(np.clip(xs[i] - side // 2, 0, w - side))
@@ -286,7 +286,9 @@ class MattingStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
-            cv2.setNumThreads(1)  # loader processes already run in parallel
+            # loader processes already run in parallel. 0 (no threading), not 1: after a fork from
+            # a parent that used OpenCV's thread pool, setNumThreads(1) waits forever for that pool
+            cv2.setNumThreads(0)
         raw = self.source.raw(self.seed, self.epoch, self.rank, self.world_size, worker, workers)
         # a DataLoader takes batches from its workers in turn: worker w made the
         # batches w, w + workers, ... of the epoch

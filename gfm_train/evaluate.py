@@ -48,7 +48,7 @@ from rssn.io import (
     write_image,
     write_text_atomic,
 )
-from rssn.records import RunRecord, dumps, relative_to, write_manifest
+from rssn.records import RunRecord, count_fates, dumps, relative_to, write_manifest
 
 from .metrics import METRICS, PROTOCOLS, compute_metrics
 
@@ -223,7 +223,7 @@ def averages(rows: Sequence[Mapping[str, Any]], protocols: Sequence[str]) -> dic
     groups: dict[str, list] = {}
     for r in scored:
         groups.setdefault(str(r["split"]), []).append(r)
-    if len(groups) != 1:
+    if len(groups) > 1:
         groups["all"] = scored
     out: dict[str, dict[str, dict]] = {}
     for g, members in groups.items():
@@ -250,9 +250,7 @@ def summary_markdown(avg: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], 
     lines = [f"# Evaluation ({names})", ""]
     src = f"checkpoint `{params['checkpoint']}`, {params['mode']} inference" if params.get("checkpoint") \
         else f"predictions from `{params['pred_dir']}`"
-    fates: dict[str, int] = {}
-    for r in rows:
-        fates[r["fate"]] = fates.get(r["fate"], 0) + 1
+    fates = count_fates(rows)
     lines += [f"Dataset `{params['dataset']}`; {src}.", "",
               "Images: " + ", ".join(f"{n} {f}" for f, n in sorted(fates.items())) + ".", ""]
     trimaps: dict[str, int] = {}
@@ -261,9 +259,10 @@ def summary_markdown(avg: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], 
             trimaps[r["trimap_source"]] = trimaps.get(r["trimap_source"], 0) + 1
     wording = {"dataset": "from the dataset", "dataset, normalised": "from the dataset, mapped to 0/128/255",
                "generated": "generated"}
-    lines += ["Trimaps: " + ", ".join(f"{n} {wording.get(s, s)}" for s, n in sorted(trimaps.items()))
-              + (f" (generated: unknown = dilate(alpha > 0) minus erode(alpha = 255), elliptical kernel "
-                 f"{params['trimap_kernel']} px)" if "generated" in trimaps else "") + ".", ""]
+    if trimaps:
+        lines += ["Trimaps: " + ", ".join(f"{n} {wording.get(s, s)}" for s, n in sorted(trimaps.items()))
+                  + (f" (generated: unknown = dilate(alpha > 0) minus erode(alpha = 255), elliptical kernel "
+                     f"{params['trimap_kernel']} px)" if "generated" in trimaps else "") + ".", ""]
     for p in protocols:
         lines += [f"## {p.upper()} protocol", "", PROTOCOL_NOTES[p], ""]
         lines += ["| split | images | " + " | ".join(TITLES[m] for m in METRICS) + " |",
@@ -384,6 +383,11 @@ def evaluate(
     protocols = list(PROTOCOLS) if protocol == "both" else [protocol]
     if any(p not in PROTOCOLS for p in protocols):
         raise ValueError(f"unknown protocol {protocol!r}; choose from gfm, dim, both")
+    if checkpoint is not None:
+        from .infer import MODES
+
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if trimap_kernel < 1:
         raise ValueError(f"trimap kernel must be at least 1, got {trimap_kernel}")
     out = Path(out)
@@ -474,9 +478,7 @@ def evaluate(
     write_text_atomic(out / "summary.md", summary_markdown(avg, all_rows, protocols, params, worst_rows))
     write_manifest(out / "manifest.jsonl", [{k: r.get(k) for k in ("input", "id", "split", "fate", "reason")}
                                             for r in all_rows])
-    counts: dict[str, int] = {}
-    for r in all_rows:
-        counts[r["fate"]] = counts.get(r["fate"], 0) + 1
+    counts = count_fates(all_rows)
     summary = {"averages": avg, "counts": counts, "seconds": round(time.perf_counter() - t0, 3),
                "summary": str(out / "summary.md")}
     record.finish(summary)

@@ -6,15 +6,19 @@ down to multiples of 32 and capped at 1600. Each pass runs the encoder and only
 the decoder whose output is used (``forward_glance`` / ``forward_focus``), which
 costs about half of running the whole network twice and gives the same numbers.
 Both outputs are upsampled (bilinear) to the image's size and merged there by
-Collaborative Matting (``model.merge``; RIM fusion for RIM models).
+Collaborative Matting (:func:`merge_full_size`, which gives exactly ``model.merge``;
+RIM fusion for RIM models).
 
 Resize: one full forward pass at 1/2 (same rounding and cap); the merged alpha is
 upsampled to the image's size.
 
-Memory: the network never sees more than 1600 x 1600 pixels; the full-size merge
-holds the upsampled Glance scores and Focus output: about 45 bytes per image pixel
-for TT/FT/BT, about 270 for RIM (its fusion convolutions run at full size).
-Images are processed one at a time.
+Memory: the network never sees more than 1600 x 1600 pixels. The full-size merge
+(:func:`merge_full_size`) holds the upsampled Glance scores and Focus output and
+runs CM over row chunks of about a megapixel, writing alpha over the upsampled
+Focus output: 16 bytes per image pixel for TT, 12 for FT/BT; RIM keeps the three
+merged heads and fuses them in two passes (global sums, then the per-pixel map),
+about 24 bytes per pixel. The result is exactly that of ``model.merge`` on the
+whole upsampled outputs. Images are processed one at a time.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from rssn.io import PathLike, is_image_file, list_images, read_rgb, write_image
-from rssn.records import RunRecord, relative_to, write_manifest
+from rssn.records import RunRecord, count_fates, relative_to, write_manifest
 
 MODES = ("hybrid", "resize")
 GLANCE_SCALE = 1 / 3
@@ -37,6 +41,8 @@ FOCUS_SCALE = 1 / 2
 RESIZE_SCALE = 1 / 2
 MAX_SIDE = 1600
 MULTIPLE = 32
+#: Pixels per row chunk of the full-size merge (bounds its temporaries).
+CHUNK_PIXELS = 1 << 20
 
 
 def network_size(height: int, width: int, scale: float, cap: int = MAX_SIDE) -> tuple[int, int]:
@@ -50,13 +56,25 @@ def network_size(height: int, width: int, scale: float, cap: int = MAX_SIDE) -> 
     return side(height), side(width)
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else is passed to torch."""
+def resolve_device(device: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """The torch device for a ``--device`` value.
+
+    ``auto`` (or None) -> CUDA device ``local_rank`` when CUDA is available, else the
+    CPU; anything else is parsed by torch. Raises ValueError (a one-line message on
+    the command line) for a name torch does not know or a CUDA device this machine
+    does not have.
+    """
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"unknown device {str(device)!r} (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was asked for but no CUDA device is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
@@ -81,7 +99,75 @@ def image_tensor(img: np.ndarray, size: tuple[int, int], convention: str, device
 def _upsample(out: Any, size: tuple[int, int]) -> Any:
     if isinstance(out, dict):
         return {k: _upsample(v, size) for k, v in out.items()}
-    return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    if out.shape[1] == 1:
+        return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    # one channel at a time: the same values (channels are independent), but torch's
+    # kernel for several channels holds a second full-size copy on the CPU
+    up = out.new_empty((*out.shape[:2], *size))
+    for c in range(out.shape[1]):
+        up[:, c:c + 1] = F.interpolate(out[:, c:c + 1], size=size, mode="bilinear", align_corners=False)
+    return up
+
+
+def _row_chunks(height: int, width: int, chunk_pixels: int) -> list[slice]:
+    step = max(1, chunk_pixels // max(1, width))
+    return [slice(r, min(height, r + step)) for r in range(0, height, step)]
+
+
+def _merge_head(rosta: str, glance: torch.Tensor, focus: torch.Tensor, size: tuple[int, int],
+                chunk_pixels: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Upsample one head's outputs to ``size`` and apply CM in row chunks, into ``out``
+    (default: over the upsampled Focus output, which is no longer needed)."""
+    from gfm_train.model import collaborative_matting
+
+    g = _upsample(glance, size)
+    f = _upsample(focus, size)
+    out = f if out is None else out
+    for rows in _row_chunks(size[0], size[1], chunk_pixels):
+        # CM is pointwise, so each chunk gets exactly the values of the whole-image merge
+        out[:, :, rows] = collaborative_matting(rosta, g[:, :, rows], f[:, :, rows])
+    return out
+
+
+def merge_full_size(model: torch.nn.Module, glance: Any, focus: Any, size: tuple[int, int],
+                    chunk_pixels: int = CHUNK_PIXELS) -> torch.Tensor:
+    """Upsample (bilinear) the network's Glance and Focus outputs to ``size`` and merge them there.
+
+    The result equals ``model.merge(_upsample(glance, size), _upsample(focus, size))``
+    exactly, with a fraction of its memory: CM runs over row chunks of about
+    ``chunk_pixels`` pixels and writes over the upsampled Focus output; for RIM the
+    three merged heads are fused in two passes (their global sums, then the
+    pointwise map of :meth:`RIM.apply`).
+
+    Parameters
+    ----------
+    model : the GFM whose outputs these are.
+    glance, focus : its ``forward_glance`` / ``forward_focus`` outputs (dicts for RIM).
+    size : (H, W) of the image.
+    chunk_pixels : about how many pixels each chunk holds.
+
+    Returns
+    -------
+    N x 1 x H x W alpha on the outputs' device.
+    """
+    if model.rosta != "RIM":
+        return _merge_head(model.rosta, glance, focus, size, chunk_pixels)
+    from gfm_train.model.rim import row_sums
+    from gfm_train.model.rosta import ROSTAS
+
+    ref = focus[ROSTAS[0]]
+    heads = torch.empty((ref.shape[0], len(ROSTAS), *size), dtype=ref.dtype, device=ref.device)
+    for i, rosta in enumerate(ROSTAS):
+        _merge_head(rosta, glance[rosta], focus[rosta], size, chunk_pixels, out=heads[:, i:i + 1])
+    chunks = _row_chunks(size[0], size[1], chunk_pixels)
+    sums = torch.empty((heads.shape[0], heads.shape[1], size[0]), dtype=torch.float64, device=heads.device)
+    for rows in chunks:
+        sums[:, :, rows] = row_sums(heads[:, :, rows])
+    coefficients = model.rim.coefficients(sums.sum(dim=2), size[0] * size[1])
+    alpha = torch.empty((heads.shape[0], 1, *size), dtype=heads.dtype, device=heads.device)
+    for rows in chunks:
+        alpha[:, :, rows] = model.rim.apply(heads[:, :, rows], coefficients)
+    return alpha
 
 
 @torch.inference_mode()
@@ -133,7 +219,7 @@ def predict_alpha(
             glance, focus = model(xg)["glance"], model(xf)["focus"]
         else:
             glance, focus = model.forward_glance(xg), model.forward_focus(xf)
-        alpha = model.merge(_upsample(glance, (h, w)), _upsample(focus, (h, w)))
+        alpha = merge_full_size(model, glance, focus, (h, w))
     return alpha[0, 0].clamp_(0.0, 1.0).float().cpu().numpy()
 
 
@@ -269,9 +355,7 @@ def predict_images(
         rows.append({**row, "fate": "written", "width": img.shape[1], "height": img.shape[0],
                      "seconds": round(seconds, 4)})
     write_manifest(out / "manifest.jsonl", rows)
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["fate"]] = counts.get(r["fate"], 0) + 1
+    counts = count_fates(rows)
     summary = {"counts": counts, "seconds": round(time.perf_counter() - t0, 3), "device": str(dev)}
     record.finish(summary)
     return summary

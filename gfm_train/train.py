@@ -54,12 +54,11 @@ class TrainResult:
 
 # -- environment --------------------------------------------------------------------
 def pick_device(device: str = "auto") -> torch.device:
-    """``auto``: the local rank's CUDA device when CUDA is available, else the CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """``auto``: the local rank's CUDA device when CUDA is available, else the CPU;
+    a device this machine lacks is a ValueError (see :func:`gfm_train.infer.resolve_device`)."""
+    from .infer import resolve_device
+
+    return resolve_device(device, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
 def _init_distributed(device: torch.device) -> tuple[int, int, bool]:
@@ -86,11 +85,9 @@ def _all_have(flag: bool, world: int, device: torch.device) -> bool:
 
 
 def _progress_enabled(rank: int, progress: bool | None) -> bool:
-    if rank != 0:
-        return False
-    if progress is None:
-        return os.environ.get("RSSN_PROGRESS", "1") != "0"
-    return progress
+    from rssn.executor import progress_enabled
+
+    return rank == 0 and (progress_enabled() if progress is None else progress)
 
 
 # -- batches ----------------------------------------------------------------------

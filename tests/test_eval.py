@@ -16,7 +16,7 @@ from gfm_train.evaluate import evaluate, generate_trimap, normalise_trimap
 from gfm_train.infer import predict_alpha
 from gfm_train.metrics import dim_metrics, gfm_metrics
 from gfm_train.model import build_gfm, load_checkpoint, save_checkpoint
-from rssn.io import read_alpha, read_rgb, write_bytes_atomic
+from rssn.io import read_alpha, read_rgb, write_bytes_atomic, write_image
 
 REPORT_FILES = ("run.json", "manifest.jsonl", "metrics.json", "metrics.csv", "summary.md")
 
@@ -209,3 +209,14 @@ def test_cli_eval_and_misuse(sample_data, checkpoint, tmp_path):
                                "--pred", str(tmp_path / "ev"), "--split", "nope"])
     assert res.exit_code == 1 and "not in the dataset" in res.output
     assert "Score a model" in runner.invoke(main, ["eval", "--help"]).output
+    # predictions that match no sample: reported, and a failing exit status
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    write_image(empty / "unrelated.png", np.zeros((4, 4), np.uint8))
+    res = runner.invoke(main, ["eval", "--dataset", str(sample_data.am2k), "--out", str(tmp_path / "ev4"),
+                               "--pred", str(empty)])
+    assert res.exit_code == 1 and "no image could be scored" in res.output
+    assert "all [gfm]" not in res.output
+    res = runner.invoke(main, ["eval", "--checkpoint", str(checkpoint), "--dataset", str(sample_data.am2k),
+                               "--out", str(tmp_path / "ev5"), "--device", "gpu"])
+    assert res.exit_code == 1 and "unknown device 'gpu'" in res.output

@@ -180,3 +180,31 @@ def test_pretrained_weights_from_a_file(tmp_path):
         build_gfm("r34", "TT", pretrained=tmp_path / "junk.pth")
     with pytest.raises(FileNotFoundError):
         build_gfm("r34", "TT", pretrained=tmp_path / "missing.pth")
+    # not a weights file at all, or not a state dict: a clear error, not a traceback from torch
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(PretrainedWeightsError, match="notes.txt: not a readable"):
+        build_gfm("r34", "TT", pretrained=tmp_path / "notes.txt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(PretrainedWeightsError, match="got Tensor"):
+        build_gfm("r34", "TT", pretrained=tmp_path / "tensor.pth")
+
+
+def test_rim_fusion_equals_the_published_layers():
+    # forward folds conv1x1 -> squeeze-excitation -> conv1x1 into one affine map per image
+    # (the SE gate depends only on the global average); same numbers and gradients as the layers
+    from gfm_train.model.rim import RIM
+
+    torch.manual_seed(0)
+    rim = RIM()
+    for p in rim.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.5)
+    x = torch.rand(2, 3, 37, 53)
+    x[1] = x[1] ** 3  # a second image with other averages, so another gate
+    plain = rim.rim(x).clamp(0.0, 1.0)
+    assert 0.05 < ((plain > 0) & (plain < 1)).float().mean()  # not everything clamped
+    fused = rim(x)
+    assert torch.allclose(fused, plain, atol=1e-6)
+    grads = torch.autograd.grad(fused.square().sum(), list(rim.parameters()))
+    plain_grads = torch.autograd.grad(rim.rim(x).clamp(0.0, 1.0).square().sum(), list(rim.parameters()))
+    for g, p in zip(grads, plain_grads):
+        assert torch.allclose(g, p, rtol=1e-4, atol=1e-6)

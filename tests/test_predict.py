@@ -40,16 +40,36 @@ def test_network_sizes_follow_the_rules():
     assert all(s % 32 == 0 for s in network_size(1471, 1195, 1 / 3))
 
 
+def _spread_glance(model, x):
+    """Sharpen and centre every Glance head's scores on ``x`` so that all classes occur
+    (a randomly initialised network says "background" everywhere)."""
+    with torch.no_grad():
+        scores = model.forward_glance(x)
+        scores = scores if isinstance(scores, dict) else {"": scores}
+        for name, head in model.glance.named_children():
+            if name.startswith("decoder0_g"):
+                last = [m for m in head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+                last.weight.mul_(200)
+                last.bias.sub_(scores[name[len("decoder0_g_"):].upper()].mean((0, 2, 3))).mul_(200)
+
+
 @pytest.mark.parametrize("rosta", ["TT", "FT", "BT", "RIM"])
 def test_hybrid_decoder_only_passes_equal_full_forward(rosta):
+    from gfm_train.infer import image_tensor
+
     torch.manual_seed(0)
     model = build_gfm("tiny", rosta).eval()
     img = (np.random.default_rng(0).random((150, 210, 3)) * 255).astype(np.uint8)
+    _spread_glance(model, image_tensor(img, network_size(150, 210, 1 / 3), "imagenet", torch.device("cpu")))
+    if rosta == "RIM":  # weights that keep the fusion off its clamps
+        for p in model.rim.parameters():
+            torch.nn.init.normal_(p, 0.0, 0.5)
     fast = predict_alpha(model, img, "imagenet", mode="hybrid")
     full = predict_alpha(model, img, "imagenet", mode="hybrid", full_forward=True)
     assert fast.shape == (150, 210) and fast.dtype == np.float32
     assert np.array_equal(fast, full)
     assert 0.0 <= fast.min() and fast.max() <= 1.0
+    assert fast.std() > 0.05  # Glance's classes vary: not a constant matte
 
 
 def test_hybrid_uses_two_resolutions_and_resize_one():
@@ -74,10 +94,18 @@ def test_merge_matches_collaborative_matting_rule():
     from gfm_train.infer import _upsample, image_tensor, network_size as ns
 
     dev = torch.device("cpu")
+    xg = image_tensor(img, ns(96, 96, 1 / 3), "raw255", dev)
+    # a random network says "background" everywhere: sharpen and centre its Glance scores
+    # so that all three classes occur
+    last = [m for m in model.glance.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(200)
+        last.bias.sub_(model.forward_glance(xg).mean((0, 2, 3)))
     with torch.inference_mode():
-        g = _upsample(model.forward_glance(image_tensor(img, ns(96, 96, 1 / 3), "raw255", dev)), (96, 96))
+        g = _upsample(model.forward_glance(xg), (96, 96))
         f = _upsample(model.forward_focus(image_tensor(img, ns(96, 96, 1 / 2), "raw255", dev)), (96, 96))
     cls = g.argmax(1)[0].numpy()
+    assert set(np.unique(cls)) == {0, 1, 2}
     expect = np.where(cls == 2, 1.0, np.where(cls == 1, f[0, 0].numpy(), 0.0))
     assert np.allclose(predict_alpha(model, img, "raw255"), expect, atol=1e-7)
 
@@ -143,10 +171,15 @@ def test_large_image_runs_within_the_caps(tt_checkpoint, tmp_path):
 
 def test_devices():
     assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             resolve_device("cuda")
         assert resolve_device("auto").type == "cpu"
+    else:
+        with pytest.raises(ValueError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def test_cli_predict(sample_data, tt_checkpoint, tmp_path):
@@ -163,3 +196,38 @@ def test_cli_predict(sample_data, tt_checkpoint, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     res = runner.invoke(main, ["predict", "--checkpoint", str(bad), str(folder), "--out", str(tmp_path / "m2")])
     assert res.exit_code == 1 and "bad.pt" in res.output
+    # nothing usable among the inputs, or a device that does not exist: a message and exit 1
+    res = runner.invoke(main, ["predict", "--checkpoint", str(tt_checkpoint), str(tmp_path / "nope.jpg"),
+                               "--out", str(tmp_path / "m3")])
+    assert res.exit_code == 1 and "no image was predicted" in res.output
+    res = runner.invoke(main, ["predict", "--checkpoint", str(tt_checkpoint), str(folder), "--out",
+                               str(tmp_path / "m4"), "--device", "gpu"])
+    assert res.exit_code == 1 and "unknown device 'gpu'" in res.output
+
+
+@pytest.mark.parametrize("rosta", ["TT", "FT", "BT", "RIM"])
+def test_full_size_merge_in_row_chunks_equals_the_whole_merge(rosta):
+    from gfm_train.infer import merge_full_size
+
+    torch.manual_seed(0)
+    model = build_gfm("tiny", rosta).eval()
+    if rosta == "RIM":  # weights that keep the fusion off its clamps
+        for p in model.rim.parameters():
+            torch.nn.init.normal_(p, 0.0, 0.5)
+    heads = ["TT", "FT", "BT"] if rosta == "RIM" else [rosta]
+    glance = {r: torch.randn(1, 3 if r == "TT" else 2, 50, 70) * 3 for r in heads}
+    focus = {r: torch.rand(1, 1, 75, 105) for r in heads}
+    if rosta != "RIM":
+        glance, focus = glance[rosta], focus[rosta]
+    size = (150, 211)
+
+    def up(t):  # the plain route: torch's upsampling of all channels at once, then model.merge
+        if isinstance(t, dict):
+            return {k: up(v) for k, v in t.items()}
+        return torch.nn.functional.interpolate(t, size=size, mode="bilinear", align_corners=False)
+
+    with torch.inference_mode():
+        whole = model.merge(up(glance), up(focus))
+        assert 0.05 < ((whole > 0) & (whole < 1)).float().mean() and whole.std() > 0.05
+        for chunk_pixels in (1, 7 * 211 + 5, 10**9):  # one row, uneven chunks, one chunk
+            assert torch.equal(merge_full_size(model, glance, focus, size, chunk_pixels=chunk_pixels), whole)

@@ -95,6 +95,20 @@ def test_loader_reads_every_sample_once_per_epoch(shards):
     assert sorted(sum(parts, [])) == sorted(keys) and all(parts)
 
 
+def test_loader_workers_start_after_opencv_ran_threads_here(shards):
+    # validation (and anything else) runs OpenCV in the training process; loader processes
+    # forked after that must not wait forever for OpenCV's thread pool
+    import cv2
+
+    folder, keys = shards
+    img = np.random.default_rng(0).random((1500, 1500), dtype=np.float32)
+    for _ in range(3):
+        cv2.GaussianBlur(img, (31, 31), 5)
+    stream = MattingStream(ShardSource(folder, shuffle_buffer=1), crop_sizes=(64,), size=64)
+    got = [k for b in DataLoader(stream, batch_size=2, num_workers=2, timeout=60) for k in b["key"]]
+    assert sorted(got) == sorted(keys)
+
+
 def test_resume_position_skips_exactly_the_used_batches(shards):
     folder, _ = shards
     stream = MattingStream(ShardSource(folder, shuffle_buffer=3), seed=1, crop_sizes=(64,), size=64)
@@ -230,6 +244,7 @@ def test_cli_train_with_validation(shards, tmp_path):
         (["--shards", str(folder), "--size", "70"], "multiple of 32"),
         (["--shards", str(folder), "--crop-sizes", "a,b"], "comma-separated"),
         (["--shards", str(folder), "--backbone", "r34", "--pretrained", "/nonexistent.pth"], "not found"),
+        (["--shards", str(folder), "--backbone", "tiny", "--device", "gpu"], "unknown device 'gpu'"),
     ]:
         res = runner.invoke(main, ["train", "--steps", "1", "--out", str(tmp_path / "bad"), *args])
         assert res.exit_code != 0 and message in res.output, (args, res.output)

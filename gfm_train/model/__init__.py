@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 
+from .checkpoints import CONVENTIONS as INPUT_CONVENTIONS
+from .checkpoints import load_checkpoint, save_checkpoint
 from .encoders import BACKBONES, PretrainedWeightsError
 from .gfm import ALL_ROSTAS, GFM, build_gfm
 from .rosta import collaborative_matting
 
-INPUT_CONVENTIONS = ("raw255", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -42,8 +43,6 @@ def prepare_input(img: torch.Tensor, convention: str) -> torch.Tensor:
         return (x / 255.0 - mean) / std
     raise ValueError(f"unknown input convention {convention!r} (choose from {', '.join(INPUT_CONVENTIONS)})")
 
-
-from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402 - after prepare_input, which it does not need
 
 __all__ = [
     "ALL_ROSTAS", "BACKBONES", "GFM", "INPUT_CONVENTIONS", "PretrainedWeightsError", "build_gfm",

@@ -67,9 +67,14 @@ def _imagenet_state(backbone: str, pretrained: str | Path) -> dict:
         path = Path(pretrained)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: pretrained weights file not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a weights file we accept"
+        raise PretrainedWeightsError(f"{path}: not a readable weights-only file ({type(e).__name__}: {e})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise PretrainedWeightsError(f"{path}: expected a state dict of {backbone} weights, got {type(state).__name__}")
     if backbone == "d121":
         # torchvision's published DenseNet files use the old "norm.1" key style
         pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")

@@ -69,8 +69,9 @@ class GFM(nn.Module):
     def merge(self, glance, focus) -> torch.Tensor:
         """Collaborative Matting (and RIM fusion) of same-size Glance and Focus outputs.
 
-        CM runs on the inputs' device (any device, CPU included); RIM's small fusion
-        runs where the model's weights are, and the result is returned on the inputs' device.
+        Runs on the inputs' device (any device, CPU included): RIM computes its few
+        per-image coefficients where the model's weights are and applies them there.
+        For a full-size merge with little memory see :func:`gfm_train.infer.merge_full_size`.
         """
         return self._merge(glance, focus)[0]
 
@@ -78,10 +79,8 @@ class GFM(nn.Module):
         if self.rosta != "RIM":
             return collaborative_matting(self.rosta, glance, focus), None
         heads = {r: collaborative_matting(r, glance[r], focus[r]) for r in ROSTAS}
-        stacked = torch.cat([heads[r] for r in ROSTAS], 1)
-        # the fusion's weights live on the model's device; the result goes back to the inputs'
-        fused = self.rim(stacked.to(self.rim.rim[0].weight.device)).to(stacked.device)
-        return fused, heads
+        # RIM computes its few coefficients where its weights are and fuses on the inputs' device
+        return self.rim(torch.cat([heads[r] for r in ROSTAS], 1)), heads
 
     def forward(self, x: torch.Tensor) -> dict:
         self._check_input(x)
