@@ -64,7 +64,8 @@ def write_shards(sample_data, out: Path, *, damage: bool = True) -> list[str]:
         entries.append({"name": name, "count": count, "sha256": "", "bytes": (out / name).stat().st_size})
     if damage:
         entries += [{"name": "shard-000002.tar", "count": 3}, {"name": "../outside.tar", "count": 1}]
-    (out / "index.json").write_text(json.dumps({"shards": entries, "samples": sum(e["count"] for e in entries)}))
+    (out / "index.json").write_text(json.dumps({"format": "rssn-shards", "shards": entries,
+                                                "samples": sum(e["count"] for e in entries)}))
     return good
 
 

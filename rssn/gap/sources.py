@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from ..compose.shards import INDEX_FILE, read_index
 from ..io import ImageError, PathLike, decode_image, read_pair
 from ..layouts import read_layout
 from ..records import UnsafePathError, dumps, read_manifest, safe_join
 from .statistics import measure_sample
 
-INDEX_FILE = "index.json"
 PREPARED_FILE = "samples.jsonl"
 KINDS = ("auto", "shards", "prepared", "layout")
 
@@ -95,8 +95,7 @@ def _shard_units(path: Path, params: dict[str, Any], limit: int | None) -> Sourc
         shards.append((path.name, path, None))
     elif (path / INDEX_FILE).is_file():
         try:
-            index = json.loads((path / INDEX_FILE).read_text(encoding="utf-8"))
-            entries = index["shards"]
+            entries = read_index(path)["shards"]
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{path / INDEX_FILE}: not a shard index ({type(e).__name__}: {e})") from None
         for entry in entries:
